@@ -1,0 +1,150 @@
+"""Callbacks: the run's results.json, and top-K recommendation lists written by `predict`."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning
+import numpy as np
+import polars as pl
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_only
+
+
+def git_commit(path: str | Path | None = None) -> str | None:
+    """The commit of the checkout that holds `path` (default: this package), or None."""
+    where = Path(path) if path else Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
+                             text=True, timeout=5, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def versions() -> dict[str, str]:
+    import lit_recs
+
+    return {
+        "python": platform.python_version(), "torch": torch.__version__,
+        "lightning": lightning.__version__, "numpy": np.__version__, "polars": pl.__version__,
+        "lit_recs": lit_recs.__version__,
+    }
+
+
+class ResultsWriter(Callback):
+    """Writes `results.json` into `trainer.default_root_dir` (beside the checkpoints).
+
+    It holds the config (when given), every final logged metric keyed by its logged name
+    (`test/ndcg@10`), epochs, the best checkpoint, wall times per stage, the dataset fingerprint,
+    the git commit and package versions. Rewritten at the end of fit, validate and test.
+    """
+
+    def __init__(self, config: dict[str, Any] | None = None, filename: str = "results.json"):
+        self.config, self.filename = config, filename
+        self.metrics: dict[str, float] = {}
+        self.timings: dict[str, float] = {}
+        self._start: dict[str, float] = {}
+
+    def _begin(self, stage: str) -> None:
+        self._start[stage] = time.perf_counter()
+
+    def _end(self, trainer: Trainer, stage: str) -> None:
+        self.timings[f"{stage}_s"] = round(time.perf_counter() - self._start.pop(stage, 0.0), 3)
+        for key, value in trainer.callback_metrics.items():
+            self.metrics[key] = float(value)
+        self.write(trainer)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._begin("fit")
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._end(trainer, "fit")
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._begin("test")
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._end(trainer, "test")
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:
+            self._begin("validate")
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if "validate" in self._start:
+            self._end(trainer, "validate")
+
+    @rank_zero_only
+    def write(self, trainer: Trainer) -> None:
+        ckpt = trainer.checkpoint_callback
+        best = None
+        if isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_path:
+            score = ckpt.best_model_score
+            best = {"path": ckpt.best_model_path, "monitor": ckpt.monitor,
+                    "score": None if score is None else float(score)}
+        datamodule = trainer.datamodule
+        result = {
+            "config": self.config,
+            "metrics": dict(sorted(self.metrics.items())),
+            "epochs": trainer.current_epoch,
+            "global_steps": trainer.global_step,
+            "best_checkpoint": best,
+            "timings": self.timings,
+            "data_fingerprint": getattr(datamodule, "fingerprint", None),
+            "git_commit": git_commit(),
+            "world_size": trainer.world_size,
+            "versions": versions(),
+        }
+        path = Path(trainer.default_root_dir) / self.filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2, default=str))
+
+
+class TopKWriter(BasePredictionWriter):
+    """Writes `predict`'s top-K lists with raw ids to `<default_root_dir>/predictions.parquet`.
+
+    Columns: user, rank (1 = best), item, score. With several processes each writes
+    `predictions-rank<r>.parquet` (every user is in exactly one of them).
+    """
+
+    def __init__(self, filename: str = "predictions.parquet") -> None:
+        super().__init__(write_interval="batch")
+        self.filename = filename
+        self._parts: list[dict[str, np.ndarray]] = []
+
+    def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: Any,
+                           batch_indices: Any, batch: Any, batch_idx: int,
+                           dataloader_idx: int = 0) -> None:
+        self._parts.append({k: v.detach().cpu().numpy() for k, v in prediction.items()})
+
+    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._parts:
+            return
+        users = np.concatenate([p["users"] for p in self._parts])  # [U]
+        items = np.concatenate([p["items"] for p in self._parts])  # [U, K]
+        scores = np.concatenate([p["scores"] for p in self._parts])  # [U, K]
+        self._parts = []
+        data = trainer.datamodule.data
+        k = items.shape[1]
+        frame = pl.DataFrame({
+            "user": data.user_ids[np.repeat(users, k)],
+            "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(users)),
+            "item": data.item_ids[items.reshape(-1)],
+            "score": scores.reshape(-1).astype(np.float32),
+        })
+        name = self.filename
+        if trainer.world_size > 1:
+            name = name.replace(".parquet", f"-rank{trainer.global_rank}.parquet")
+        path = Path(trainer.default_root_dir) / name
+        os.makedirs(path.parent, exist_ok=True)
+        frame.write_parquet(path)

@@ -1,0 +1,50 @@
+"""Batches: small dataclasses of tensors (Lightning moves dataclasses to the device as they are)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class PairBatch:
+    """Positive (user, item) pairs with sampled negatives."""
+
+    users: Tensor  # [B] long
+    pos_items: Tensor  # [B] long
+    neg_items: Tensor  # [B, N] long
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+@dataclass
+class EvalBatch:
+    """Evaluation users with what to exclude from their ranking and what to find in it.
+
+    `seen` and `targets` are (row, item) index pairs into the [B, I] score matrix; rows of padding
+    users (weight 0) have none. `sampled` holds the sampled protocol's fixed negatives.
+    """
+
+    users: Tensor  # [B] long (padding rows: 0)
+    weights: Tensor  # [B] float, 1 = real user, 0 = padding
+    seen: Tensor  # [2, S] long: (row, item) pairs excluded from ranking
+    targets: Tensor  # [2, T] long: (row, item) held-out pairs
+    sampled: Tensor | None = None  # [B, N] long: fixed negatives of the sampled protocol
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def dense(self, pairs: Tensor, num_items: int) -> Tensor:
+        """(row, item) pairs [2, P] -> bool [B, I]."""
+        mask = torch.zeros(len(self), num_items, dtype=torch.bool, device=self.users.device)
+        mask[pairs[0], pairs[1]] = True  # [B, I]
+        return mask
+
+    def seen_mask(self, num_items: int) -> Tensor:
+        return self.dense(self.seen, num_items)  # [B, I]
+
+    def target_mask(self, num_items: int) -> Tensor:
+        return self.dense(self.targets, num_items)  # [B, I]

@@ -1,0 +1,292 @@
+"""DataModules: `RecDataModule` loads, filters and splits once and serves the evaluation loaders;
+each subclass only decides how training batches are made.
+
+Evaluation (validation, test, predict) and training loaders shard their rows themselves, so the
+Trainer runs with `use_distributed_sampler=False` (set in conf/base.yaml).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from lit_recs.data.batches import EvalBatch, PairBatch
+from lit_recs.data.datasets.base import DataSource, resolve
+from lit_recs.data.interactions import Interactions, binarize, deduplicate, k_core
+from lit_recs.data.sampling import (
+    EpochBatchSampler,
+    EvalShardSampler,
+    NegativeSampler,
+    eval_negatives,
+)
+from lit_recs.data.splits import Split, split
+
+log = logging.getLogger(__name__)
+
+Stage = Literal["val", "test", "predict"]
+
+
+def gather_rows(mat: sp.csr_matrix, users: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(row, col) pairs [2, P] of the CSR rows `users` [B]; rows with valid=False contribute none."""
+    starts = mat.indptr[users]  # [B]
+    counts = np.where(valid, mat.indptr[users + 1] - starts, 0)  # [B]
+    rows = np.repeat(np.arange(len(users)), counts)  # [P]
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)  # [P]
+    cols = mat.indices[np.repeat(starts, counts) + offsets]  # [P]
+    return np.stack([rows, cols]).astype(np.int64)  # [2, P]
+
+
+class EvalDataset(Dataset):
+    """Index arrays of evaluation rows (-1 = padding) -> EvalBatch, built a batch at a time."""
+
+    def __init__(
+        self,
+        users: np.ndarray,
+        seen: sp.csr_matrix,
+        targets: sp.csr_matrix | None,
+        sampled: np.ndarray | None,
+    ) -> None:
+        self.users, self.seen, self.targets, self.sampled = users, seen, targets, sampled
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __getitem__(self, rows: np.ndarray) -> EvalBatch:
+        valid = rows >= 0  # [B]
+        users = np.where(valid, self.users[np.maximum(rows, 0)], 0)  # [B]
+        empty = np.zeros((2, 0), dtype=np.int64)
+        targets = empty if self.targets is None else gather_rows(self.targets, users, valid)
+        sampled = None if self.sampled is None else torch.from_numpy(self.sampled[users])  # [B, N]
+        return EvalBatch(
+            users=torch.from_numpy(users),
+            weights=torch.from_numpy(valid.astype(np.float32)),
+            seen=torch.from_numpy(gather_rows(self.seen, users, valid)),
+            targets=torch.from_numpy(targets),
+            sampled=sampled,
+        )
+
+
+class RecDataModule(LightningDataModule):
+    """Loads a dataset, turns it into implicit feedback, filters, splits and serves evaluation.
+
+    Args:
+        dataset: `ml-100k`, `ml-1m`, `ml-20m`, `synthetic`, a .csv/.tsv/.parquet path, or a
+            DataSource (class_path in the config) for full control over loading.
+        data_dir: where MovieLens files are (or are downloaded to); default `$LIT_RECS_DATA`, else
+            the user cache dir.
+        rating_threshold: keep interactions with rating >= threshold (None keeps all).
+        dedup: repeated (user, item) events: keep the `first` or `last` in time, or `all`.
+        min_user_interactions / min_item_interactions: k-core filtering (0 = off).
+        split: `random` (per-user ratios), `loo` (temporal leave-one-out) or `temporal` (global).
+        split_ratios: train / validation / test shares for `random` and `temporal`.
+        seed: seeds the split, training batches and the sampled protocol's negatives.
+        batch_size / eval_batch_size: training rows per batch / evaluation users per batch.
+        sampled_negatives: negatives per user for the sampled protocol (0 turns it off).
+        sampled_distribution: `uniform` or `popularity` for those negatives.
+    """
+
+    def __init__(
+        self,
+        dataset: str | DataSource = "ml-100k",
+        data_dir: str | None = None,
+        rating_threshold: float | None = None,
+        dedup: Literal["first", "last", "all"] = "first",
+        min_user_interactions: int = 0,
+        min_item_interactions: int = 0,
+        split: Literal["random", "loo", "temporal"] = "random",
+        split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        seed: int = 42,
+        batch_size: int = 1024,
+        eval_batch_size: int = 512,
+        sampled_negatives: int = 99,
+        sampled_distribution: Literal["uniform", "popularity"] = "uniform",
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.source = resolve(dataset, data_dir)
+        self.rating_threshold, self.dedup = rating_threshold, dedup
+        self.min_user, self.min_item = min_user_interactions, min_item_interactions
+        self.split_how, self.split_ratios, self.seed = split, tuple(split_ratios), seed
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.sampled_negatives, self.sampled_distribution = sampled_negatives, sampled_distribution
+        self.num_workers = num_workers
+        self._data: Interactions | None = None
+        self._split: Split | None = None
+        self._eval: dict[str, EvalDataset] = {}
+
+    # ------------------------------------------------------------ data, lazily
+    def prepare_data(self) -> None:
+        self.source.load()  # downloads once, on one process
+
+    @property
+    def data(self) -> Interactions:
+        """The whole preprocessed log (implicit, deduplicated, filtered), contiguous ids."""
+        if self._data is None:
+            inter = binarize(self.source.load(), self.rating_threshold)
+            inter = k_core(deduplicate(inter, self.dedup), self.min_user, self.min_item)
+            log.info("%s", inter.summary())
+            self._data = inter
+        return self._data
+
+    @property
+    def splits(self) -> Split:
+        if self._split is None:
+            self._split = split(self.data, self.split_how, self.split_ratios, self.seed)
+        return self._split
+
+    @property
+    def train(self) -> Interactions:
+        return self.splits.train
+
+    @property
+    def num_users(self) -> int:
+        return self.data.num_users
+
+    @property
+    def num_items(self) -> int:
+        return self.data.num_items
+
+    @property
+    def fingerprint(self) -> str:
+        """Names the exact data a run saw: source, preprocessing, split and the resulting log."""
+        spec = (f"{self.source.name}|{self.rating_threshold}|{self.dedup}|{self.min_user}|"
+                f"{self.min_item}|{self.split_how}|{self.split_ratios}|{self.seed}|"
+                f"{self.data.fingerprint()}")
+        return hashlib.sha256(spec.encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------ process layout
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        connector = getattr(trainer, "_accelerator_connector", None)
+        if trainer.world_size > 1 and getattr(connector, "use_distributed_sampler", False):
+            raise ValueError("lit_recs loaders shard themselves: run the Trainer with "
+                             "use_distributed_sampler=False (conf/base.yaml sets it)")
+        return trainer.world_size, trainer.global_rank
+
+    # ------------------------------------------------------------ evaluation
+    def eval_dataset(self, stage: Stage) -> EvalDataset:
+        if stage not in self._eval:
+            self._eval[stage] = self._build_eval(stage)
+        return self._eval[stage]
+
+    def _build_eval(self, stage: Stage) -> EvalDataset:
+        s = self.splits
+        known = {"val": [s.train], "test": [s.train, s.val], "predict": [s.train, s.val, s.test]}
+        seen = _union_csr(known[stage])
+        if stage == "predict":
+            return EvalDataset(np.arange(self.num_users), seen, None, None)
+        targets = (s.val if stage == "val" else s.test).binary_csr()
+        users = np.flatnonzero(np.diff(targets.indptr) > 0)  # users with something to find
+        return EvalDataset(users, seen, targets, self._sampled_negatives())
+
+    def _sampled_negatives(self) -> np.ndarray | None:
+        if self.sampled_negatives <= 0:
+            return None
+        if "sampled" not in self._eval:
+            everything = self.data.binary_csr()
+            users = np.arange(self.num_users)
+            self._eval["sampled"] = eval_negatives(  # type: ignore[assignment]
+                everything, users, self.sampled_negatives, self.sampled_distribution, self.seed
+            )
+        return self._eval["sampled"]  # type: ignore[return-value]
+
+    def _eval_loader(self, stage: Stage) -> DataLoader:
+        dataset = self.eval_dataset(stage)
+        replicas, rank = self._world()
+        sampler = EvalShardSampler(len(dataset), self.eval_batch_size, replicas, rank)
+        return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("predict")
+
+    def train_dataloader(self) -> DataLoader:
+        raise NotImplementedError(
+            f"{type(self).__name__} serves no training batches: use a subclass such as "
+            "lit_recs.data.datamodules.NegativeSamplingDataModule"
+        )
+
+
+def _union_csr(parts: list[Interactions]) -> sp.csr_matrix:
+    mat = parts[0].binary_csr()
+    for p in parts[1:]:
+        mat = mat + p.binary_csr()
+    mat = sp.csr_matrix(mat)
+    mat.data[:] = 1.0
+    mat.sort_indices()
+    return mat
+
+
+class PairDataset(Dataset):
+    """(epoch, batch, rows) -> PairBatch of training positives with sampled negatives."""
+
+    def __init__(
+        self,
+        train: Interactions,
+        sampler: NegativeSampler,
+        num_negatives: int,
+        seed: int,
+        rank: int,
+    ) -> None:
+        self.users, self.items = train.users, train.items
+        self.sampler, self.num_negatives = sampler, num_negatives
+        self.seed, self.rank = seed, rank
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __getitem__(self, key: tuple[int, int, np.ndarray]) -> PairBatch:
+        epoch, batch, rows = key
+        rng = np.random.default_rng([self.seed, epoch, self.rank, batch])
+        users = self.users[rows]  # [B]
+        neg = self.sampler.sample(users, self.num_negatives, rng)  # [B, N]
+        return PairBatch(
+            users=torch.from_numpy(users),
+            pos_items=torch.from_numpy(self.items[rows]),
+            neg_items=torch.from_numpy(neg),
+        )
+
+
+class NegativeSamplingDataModule(RecDataModule):
+    """Training batches of (user, positive item, N sampled negatives).
+
+    Negatives exclude the user's training positives and are drawn per batch, vectorised, from
+    `uniform` or `popularity` (count ** negative_alpha); seeded per epoch, process and batch.
+    """
+
+    def __init__(
+        self,
+        *args,
+        num_negatives: int = 1,
+        negative_distribution: Literal["uniform", "popularity"] = "uniform",
+        negative_alpha: float = 1.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if num_negatives < 1:
+            raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+        self.num_negatives = num_negatives
+        self.negative_distribution, self.negative_alpha = negative_distribution, negative_alpha
+
+    def train_dataloader(self) -> DataLoader:
+        replicas, rank = self._world()
+        train = self.train
+        sampler = NegativeSampler(train.binary_csr(), self.negative_distribution,
+                                  self.negative_alpha)
+        dataset = PairDataset(train, sampler, self.num_negatives, self.seed, rank)
+        batches = EpochBatchSampler(len(train), self.batch_size, self.seed, replicas, rank)
+        return DataLoader(dataset, batch_size=None, sampler=batches, num_workers=self.num_workers)

@@ -1,0 +1,669 @@
+"""MovieLens 100K / 1M / 20M (GroupLens): find or download the files, parse into `Interactions`.
+
+Where the files are: `<root>/<name>`, with `root` the `data_dir` argument, else the `LIT_RECS_DATA`
+environment variable, else the user cache dir (`$XDG_CACHE_HOME/lit_recs`, default
+`~/.cache/lit_recs`). A folder that already holds the needed files is only read, never written
+(it may be read-only or shared). Otherwise `<name>.zip` is downloaded from GroupLens, checked
+against the archive checksums below and extracted there.
+
+Parsed ratings of large files (ML-20M) are cached as parquet under the user cache dir, keyed by the
+source folder path and the files' sizes and mtimes; a cache that cannot be written is skipped.
+
+Checksums of the official archives (`files.grouplens.org/datasets/movielens/<name>.zip`): MD5 is
+the value GroupLens publishes next to each archive (`<name>.zip.md5`); SHA-256 is the digest that
+independent projects pin for the same archives. Both are checked after a download.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import http.client
+import io
+import logging
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import polars as pl
+
+from lit_recs.data.datasets.base import DataSource
+from lit_recs.data.interactions import Interactions
+
+log = logging.getLogger(__name__)
+
+BASE_URL = "https://files.grouplens.org/datasets/movielens"
+ENV_VAR = "LIT_RECS_DATA"
+DOWNLOAD_TIMEOUT_S = 60.0
+
+# Checksums of the official GroupLens archives; every algorithm listed is verified.
+ARCHIVE_CHECKSUMS: dict[str, dict[str, str]] = {
+    "ml-100k": {
+        "md5": "0e33842e24a9c977be4e0107933c0723",
+        "sha256": "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
+    },
+    "ml-1m": {
+        "md5": "c4d9eecfca2ab87c1945afe126590906",
+        "sha256": "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
+    },
+    "ml-20m": {
+        "md5": "cd245b17a1ae2cc31bb14903e1204af3",
+        "sha256": "96f243c338a8665f6bcc89c53edf6ee39162a846940de6b7c8c48aeada765ff3",
+    },
+}
+
+# SHA-256 of extracted files, checked when reading a folder with `verify=True`.
+FILE_SHA256: dict[str, dict[str, str]] = {
+    "ml-100k": {"u.data": "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"},
+}
+
+REQUIRED_FILES: dict[str, tuple[str, ...]] = {
+    "ml-100k": ("u.data", "u.user", "u.item", "u.genre"),
+    "ml-1m": ("ratings.dat", "users.dat", "movies.dat"),
+    "ml-20m": ("ratings.csv", "movies.csv"),
+}
+NAMES = tuple(REQUIRED_FILES)
+
+# ML-1M users.dat stores occupations as codes; names as listed in the ML-1M README.
+ML1M_OCCUPATIONS = (
+    "other",
+    "academic/educator",
+    "artist",
+    "clerical/admin",
+    "college/grad student",
+    "customer service",
+    "doctor/health care",
+    "executive/managerial",
+    "farmer",
+    "homemaker",
+    "K-12 student",
+    "lawyer",
+    "programmer",
+    "retired",
+    "sales/marketing",
+    "scientist",
+    "self-employed",
+    "technician/engineer",
+    "tradesman/craftsman",
+    "unemployed",
+    "writer",
+)
+
+# Ratings files at least this large get a parquet cache of their parsed, validated content.
+CACHE_MIN_BYTES = 64 << 20
+_CACHE_VERSION = "1"
+
+_RATING_COLS = ("user_id", "item_id", "rating", "timestamp")
+_YEAR_IN_TITLE = r"\((\d{4})\)\s*$"
+
+
+class DownloadError(OSError):
+    """The MovieLens archive could not be fetched (offline, HTTP error, unwritable folder)."""
+
+
+class ChecksumError(DownloadError):
+    """The downloaded archive does not match the recorded checksum."""
+
+
+def user_cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/lit_recs`, default `~/.cache/lit_recs`."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "lit_recs"
+
+
+@dataclass(frozen=True)
+class _Col:
+    name: str
+    dtype: type[pl.DataType] | pl.DataType
+    required: bool = True
+
+
+class MovieLens(DataSource):
+    """A GroupLens MovieLens data set as `Interactions` with user / item side features.
+
+    Item features: `item_id`, `title`, `year`, `genres` (list of genre names). `year` is the
+    "(1995)" of the title for 1M / 20M and the year of u.item's release date for 100K (the title's
+    when that date is empty); null when neither has one. User features (100K, 1M): `user_id`,
+    `age`, `gender`, `occupation`, `zip`; ML-1M ages are the README's age-group codes (1, 18, 25,
+    ...) and its occupation codes are mapped to the README's names. ML-20M has no user table.
+
+    `verify=True` checks the SHA-256 of files with a recorded digest (ML-100K's u.data) when reading
+    an existing folder; a downloaded archive is always checked.
+    """
+
+    def __init__(
+        self,
+        name: str = "ml-100k",
+        data_dir: str | os.PathLike | None = None,
+        download: bool = True,
+        verify: bool = False,
+    ) -> None:
+        if name not in REQUIRED_FILES:
+            raise ValueError(
+                f"unknown MovieLens data set {name!r}: valid names are {', '.join(NAMES)}"
+            )
+        self.name = name
+        self.data_dir = data_dir
+        self.download = download
+        self.verify = verify
+
+    def __repr__(self) -> str:
+        return (
+            f"MovieLens(name={self.name!r}, data_dir={self.data_dir!r}, "
+            f"download={self.download}, verify={self.verify})"
+        )
+
+    # ------------------------------------------------------------------ location
+    @property
+    def root(self) -> Path:
+        if self.data_dir is not None:
+            return Path(self.data_dir).expanduser()
+        env = os.environ.get(ENV_VAR)
+        return Path(env).expanduser() if env else user_cache_dir()
+
+    @property
+    def folder(self) -> Path:
+        """The folder that holds (or will hold) the extracted files."""
+        return self.root / self.name
+
+    @property
+    def url(self) -> str:
+        return f"{BASE_URL}/{self.name}.zip"
+
+    def _missing(self, folder: Path) -> list[str]:
+        return [f for f in REQUIRED_FILES[self.name] if not (folder / f).is_file()]
+
+    def prepare(self) -> Path:
+        """Return the folder with the needed files, downloading them if they are not there."""
+        folder = self.folder
+        missing = self._missing(folder)
+        if not missing:
+            if self.verify:
+                _verify_files(self.name, folder)
+            return folder
+        if not self.download:
+            raise FileNotFoundError(
+                f"MovieLens {self.name}: missing {', '.join(str(folder / f) for f in missing)} "
+                f"(download=False). Download {self.url}, extract it and put its files in {folder} "
+                f"(or point data_dir / the {ENV_VAR} environment variable at the folder that "
+                f"contains '{self.name}/')."
+            )
+        _fetch(self.name, self.url, folder)
+        missing = self._missing(folder)
+        if missing:
+            raise DownloadError(
+                f"{self.url} was extracted into {folder} but it lacks {', '.join(missing)}"
+            )
+        return folder
+
+    # ------------------------------------------------------------------ loading
+    def load(self) -> Interactions:
+        folder = self.prepare()
+        ratings, users, items = _PARSERS[self.name](folder)
+        inter = Interactions.from_raw(
+            ratings["user_id"].to_numpy(),
+            ratings["item_id"].to_numpy(),
+            ratings["rating"].to_numpy().astype(np.float32, copy=False),
+            ratings["timestamp"].to_numpy().astype(np.int64, copy=False),
+            user_features=users,
+            item_features=items,
+            user_key="user_id",
+            item_key="item_id",
+            name=self.name,
+        )
+        log.info("%s (from %s)", inter.summary(), folder)
+        return inter
+
+
+# ====================================================================== download
+def _download(url: str, dest: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
+    """Stream `url` into the file `dest`."""
+    with urllib.request.urlopen(url, timeout=timeout) as resp, open(dest, "wb") as out:
+        shutil.copyfileobj(resp, out, 1 << 20)
+
+
+def _digests(path: Path, algorithms: list[str]) -> dict[str, str]:
+    hashers = {a: hashlib.new(a) for a in algorithms}
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            for h in hashers.values():
+                h.update(chunk)
+    return {a: h.hexdigest() for a, h in hashers.items()}
+
+
+def _fetch(name: str, url: str, folder: Path) -> None:
+    """Download `url` next to `folder`, verify its checksums and extract it into `folder`."""
+    root = folder.parent
+    where = (
+        f"download {url} yourself, extract it and put its files "
+        f"({', '.join(REQUIRED_FILES[name])}) in {folder}, or point data_dir / the {ENV_VAR} "
+        f"environment variable at a folder that contains '{name}/'"
+    )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}-", suffix=".zip.part", dir=root)
+        os.close(fd)
+    except OSError as err:
+        raise DownloadError(f"MovieLens {name}: cannot write to {root} ({err}); {where}") from err
+    tmp = Path(tmp_name)
+    try:
+        log.info("downloading %s to %s", url, folder)
+        try:
+            _download(url, tmp)
+        except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, resets
+            reason = getattr(err, "reason", None) or err
+            raise DownloadError(
+                f"could not download MovieLens {name} from {url} ({reason}). If this machine is "
+                f"offline, {where}."
+            ) from err
+        expected = ARCHIVE_CHECKSUMS.get(name, {})
+        if not expected:
+            log.warning("no checksum recorded for %s; not verified", url)
+        actual = _digests(tmp, list(expected))
+        for algo, want in expected.items():
+            if actual[algo] != want.lower():
+                raise ChecksumError(
+                    f"checksum mismatch for {url}: expected {algo} {want}, got {actual[algo]} "
+                    f"(downloaded file {tmp}, deleted). The download is corrupt or the archive "
+                    f"changed upstream; retry, or {where}."
+                )
+        _extract(tmp, folder, url)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _extract(archive: Path, folder: Path, url: str) -> None:
+    """Extract the archive's files into `folder`, dropping the single top-level directory."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = [m for m in zf.infolist() if not m.is_dir()]
+            paths = [PurePosixPath(m.filename) for m in members]
+            for p in paths:
+                if p.is_absolute() or ".." in p.parts:
+                    raise DownloadError(f"{url}: unsafe path {str(p)!r} in the archive")
+            tops = {p.parts[0] for p in paths if len(p.parts) > 1}
+            strip = len(tops) == 1 and all(len(p.parts) > 1 for p in paths)
+            # not mkdtemp: its 0700 mode would stick to the final folder; mkdir respects umask
+            staging = folder.parent / f".{folder.name}-extract-{os.getpid()}-{secrets.token_hex(4)}"
+            staging.mkdir()
+            try:
+                for member, p in zip(members, paths, strict=True):
+                    rel = Path(*p.parts[1:]) if strip else Path(*p.parts)
+                    target = staging / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(member) as src, open(target, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                if not folder.exists():
+                    try:
+                        os.replace(staging, folder)
+                        return
+                    except OSError:  # created meanwhile: fall back to moving file by file
+                        pass
+                folder.mkdir(parents=True, exist_ok=True)
+                for src in sorted(staging.rglob("*")):
+                    if src.is_file():
+                        dst = folder / src.relative_to(staging)
+                        dst.parent.mkdir(parents=True, exist_ok=True)
+                        os.replace(src, dst)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    except zipfile.BadZipFile as err:
+        raise DownloadError(f"{url}: the download is not a valid zip archive ({err})") from err
+
+
+def _verify_files(name: str, folder: Path) -> None:
+    for fname, want in FILE_SHA256.get(name, {}).items():
+        path = folder / fname
+        got = _digests(path, ["sha256"])["sha256"]
+        if got != want:
+            raise ValueError(
+                f"{path}: SHA-256 {got} does not match the official {name} release "
+                f"({want}); the file was modified or is from another release"
+            )
+    if name not in FILE_SHA256:
+        log.debug("%s: no per-file checksums recorded, nothing to verify", name)
+
+
+# ====================================================================== parsing
+def _read_table(
+    path: Path,
+    cols: list[_Col],
+    sep: str,
+    *,
+    header: tuple[str, ...] | None = None,
+    encoding: str = "utf-8",
+    quoted: bool = False,
+) -> pl.DataFrame:
+    """Read a delimited file with an explicit schema; bad lines raise ValueError naming them.
+
+    Adds `_line` (1-based line number in the file); blank lines are dropped.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"MovieLens file not found: {path}")
+    one_char = len(sep) == 1
+    if one_char and encoding.lower().replace("-", "") in ("utf8", "ascii"):
+        source: Path | io.BytesIO = path  # polars reads (memory-maps) the file itself
+    else:
+        data = path.read_bytes()
+        if not one_char:
+            data = data.replace(sep.encode("ascii"), b"\x1f")
+        if encoding.lower().replace("-", "") not in ("utf8", "ascii"):
+            data = data.decode(encoding).encode("utf-8")
+        source = io.BytesIO(data)
+    psep = sep if one_char else "\x1f"
+    names = [c.name for c in cols]
+    first = 1
+    if header is not None:
+        _check_header(path, header, sep, encoding)
+        first = 2
+    try:
+        df = pl.read_csv(
+            source,
+            has_header=False,
+            skip_rows=first - 1,
+            separator=psep,
+            quote_char='"' if quoted else None,
+            schema={c.name: c.dtype for c in cols},
+        )
+    except pl.exceptions.PolarsError as err:
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+            text = source.read().decode("utf-8")
+        else:
+            text = path.read_text(encoding=encoding)
+        _diagnose(path, text, cols, psep, sep, first, quoted)
+        raise ValueError(f"cannot parse {path} as {sep!r}-separated {names}: {err}") from err
+    df = df.with_row_index("_line", offset=first).with_columns(pl.col("_line").cast(pl.Int64))
+    df = df.filter(~pl.all_horizontal([pl.col(n).is_null() for n in names]))
+    for c in cols:
+        if c.required:
+            bad = df.filter(pl.col(c.name).is_null())
+            if len(bad):
+                raise ValueError(
+                    f"{path}, line {bad['_line'][0]}: missing value in column "
+                    f"'{c.name}' (expected {len(cols)} {sep!r}-separated fields: "
+                    f"{', '.join(names)})"
+                )
+    return df
+
+
+def _check_header(path: Path, header: tuple[str, ...], sep: str, encoding: str) -> None:
+    with open(path, encoding=encoding, newline="") as f:
+        got = f.readline().rstrip("\r\n")
+    if [h.strip() for h in got.split(sep)] != list(header):
+        raise ValueError(
+            f"{path}, line 1: expected the header {sep.join(header)!r}, found {got[:200]!r}"
+        )
+
+
+_INT = re.compile(r"[+-]?\d+")
+
+
+def _diagnose(
+    path: Path, text: str, cols: list[_Col], psep: str, sep: str, first: int, quoted: bool
+) -> None:
+    """Find the first line that does not fit `cols` and raise a ValueError that names it."""
+    quoting = csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE
+    reader = csv.reader(io.StringIO(text), delimiter=psep, quoting=quoting, strict=quoted)
+    for lineno, row in enumerate(reader, start=1):
+        if lineno < first or not row:
+            continue
+        where = f"{path}, line {lineno}"
+        if len(row) != len(cols):
+            shown = sep.join(row)
+            raise ValueError(
+                f"{where}: expected {len(cols)} {sep!r}-separated fields "
+                f"({', '.join(c.name for c in cols)}), found {len(row)}: "
+                f"{shown[:200]!r}"
+            )
+        for c, value in zip(cols, row, strict=True):
+            if value == "":
+                continue
+            if c.dtype in (pl.Int8, pl.Int16, pl.Int32, pl.Int64) and not _INT.fullmatch(value):
+                raise ValueError(f"{where}: column '{c.name}' must be an integer, found {value!r}")
+            if c.dtype in (pl.Float32, pl.Float64):
+                try:
+                    float(value)
+                except ValueError:
+                    raise ValueError(
+                        f"{where}: column '{c.name}' must be a number, found {value!r}"
+                    ) from None
+
+
+def _check_ratings(df: pl.DataFrame, path: Path) -> pl.DataFrame:
+    """Ratings must be finite and >= 0, timestamps >= 0; returns the four rating columns."""
+    checks = [
+        ("rating", ~pl.col("rating").is_finite() | (pl.col("rating") < 0)),
+        ("timestamp", pl.col("timestamp") < 0),
+    ]
+    for col, bad_expr in checks:
+        bad = df.filter(bad_expr)
+        if len(bad):
+            raise ValueError(
+                f"{path}, line {bad['_line'][0]}: invalid {col} {bad[col][0]!r} "
+                f"({len(bad)} such rows); {col}s must be finite and >= 0"
+            )
+    return df.select(_RATING_COLS)
+
+
+def _check_unique(df: pl.DataFrame, key: str, path: Path) -> pl.DataFrame:
+    dup = df.filter(~pl.col(key).is_first_distinct())
+    if len(dup):
+        raise ValueError(f"{path}, line {dup['_line'][0]}: duplicate {key} {dup[key][0]}")
+    return df.drop("_line")
+
+
+def _year_from_title(title: pl.Expr) -> pl.Expr:
+    return title.str.extract(_YEAR_IN_TITLE, 1).cast(pl.Int32, strict=False)
+
+
+def _ratings_cols(rating_dtype: type[pl.DataType] = pl.Float32) -> list[_Col]:
+    return [
+        _Col("user_id", pl.Int64),
+        _Col("item_id", pl.Int64),
+        _Col("rating", rating_dtype),
+        _Col("timestamp", pl.Int64),
+    ]
+
+
+def _read_ratings(
+    folder: Path, fname: str, sep: str, header: tuple[str, ...] | None
+) -> pl.DataFrame:
+    path = folder / fname
+    cache = _cache_path(folder, path)
+    if cache is not None and cache.is_file():
+        try:
+            df = pl.read_parquet(cache)
+            if df.columns == list(_RATING_COLS):
+                log.debug("read parsed %s from the cache %s", path, cache)
+                return df
+        except Exception as err:  # a corrupt cache is just re-built
+            log.debug("ignoring unreadable cache %s: %s", cache, err)
+    df = _check_ratings(_read_table(path, _ratings_cols(), sep, header=header), path)
+    if cache is not None:
+        _write_cache(df, cache)
+    return df
+
+
+def _cache_path(folder: Path, ratings_file: Path) -> Path | None:
+    """Parquet cache of a large ratings file, keyed by folder path and the files' size/mtime."""
+    try:
+        if not ratings_file.is_file() or ratings_file.stat().st_size < CACHE_MIN_BYTES:
+            return None
+        h = hashlib.sha256(f"{_CACHE_VERSION}|{folder.resolve()}".encode())
+        for f in sorted(folder.iterdir()):
+            if f.is_file():
+                st = f.stat()
+                h.update(f"|{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    except OSError as err:
+        log.debug("no ratings cache for %s: %s", folder, err)
+        return None
+    return user_cache_dir() / "processed" / f"{folder.name}-ratings-{h.hexdigest()[:16]}.parquet"
+
+
+def _write_cache(df: pl.DataFrame, cache: Path) -> None:
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        df.write_parquet(tmp)
+        os.replace(tmp, cache)
+        log.debug("cached parsed ratings in %s", cache)
+    except Exception as err:  # caching is best effort
+        log.debug("could not write the ratings cache %s: %s", cache, err)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+_Parsed = tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]
+
+
+def _parse_100k(folder: Path) -> _Parsed:
+    ratings = _read_ratings(folder, "u.data", "\t", None)
+    users_path = folder / "u.user"
+    users = _read_table(
+        users_path,
+        [
+            _Col("user_id", pl.Int64),
+            _Col("age", pl.Int32),
+            _Col("gender", pl.String),
+            _Col("occupation", pl.String),
+            _Col("zip", pl.String, required=False),
+        ],
+        "|",
+    )
+    users = _check_unique(users, "user_id", users_path)
+
+    genre_path = folder / "u.genre"
+    genre_df = _read_table(genre_path, [_Col("genre", pl.String), _Col("index", pl.Int64)], "|")
+    genre_df = genre_df.sort("index")
+    if genre_df["index"].to_list() != list(range(len(genre_df))):
+        raise ValueError(
+            f"{genre_path}: column 'index' must number the genres 0..n-1, found "
+            f"{genre_df['index'].to_list()}"
+        )
+    genres = genre_df["genre"].to_list()
+    flags = [f"_g{i}" for i in range(len(genres))]
+    items_path = folder / "u.item"
+    items = _read_table(
+        items_path,
+        [
+            _Col("item_id", pl.Int64),
+            _Col("title", pl.String),
+            _Col("release_date", pl.String, required=False),
+            _Col("video_release_date", pl.String, required=False),
+            _Col("url", pl.String, required=False),
+        ]
+        + [_Col(f, pl.Int8) for f in flags],
+        "|",
+        encoding="latin-1",
+    )
+    items = items.select(
+        "_line",
+        "item_id",
+        "title",
+        pl.coalesce(
+            pl.col("release_date").str.extract(r"(\d{4})\s*$", 1).cast(pl.Int32, strict=False),
+            _year_from_title(pl.col("title")),
+        ).alias("year"),
+        pl.concat_list(
+            [pl.when(pl.col(f) != 0).then(pl.lit(g)) for f, g in zip(flags, genres, strict=True)]
+        )
+        .list.drop_nulls()
+        .alias("genres"),
+    )
+    return ratings, users, _check_unique(items, "item_id", items_path)
+
+
+def _parse_1m(folder: Path) -> _Parsed:
+    ratings = _read_ratings(folder, "ratings.dat", "::", None)
+    users_path = folder / "users.dat"
+    users = _read_table(
+        users_path,
+        [
+            _Col("user_id", pl.Int64),
+            _Col("gender", pl.String),
+            _Col("age", pl.Int32),
+            _Col("occupation", pl.Int64),
+            _Col("zip", pl.String, required=False),
+        ],
+        "::",
+    )
+    codes = users.filter(~pl.col("occupation").is_between(0, len(ML1M_OCCUPATIONS) - 1))
+    if len(codes):
+        raise ValueError(
+            f"{users_path}, line {codes['_line'][0]}: column 'occupation' has the "
+            f"unknown code {codes['occupation'][0]} (expected 0..20)"
+        )
+    users = users.select(
+        "_line",
+        "user_id",
+        "age",
+        "gender",
+        pl.col("occupation").replace_strict(
+            dict(enumerate(ML1M_OCCUPATIONS)), return_dtype=pl.String
+        ),
+        "zip",
+    )
+    users = _check_unique(users, "user_id", users_path)
+    items_path = folder / "movies.dat"
+    items = _read_table(
+        items_path,
+        [
+            _Col("item_id", pl.Int64),
+            _Col("title", pl.String),
+            _Col("genres", pl.String, required=False),
+        ],
+        "::",
+        encoding="latin-1",
+    )
+    return ratings, users, _check_unique(_items_from_titles(items), "item_id", items_path)
+
+
+def _parse_20m(folder: Path) -> _Parsed:
+    ratings = _read_ratings(
+        folder, "ratings.csv", ",", ("userId", "movieId", "rating", "timestamp")
+    )
+    items_path = folder / "movies.csv"
+    items = _read_table(
+        items_path,
+        [
+            _Col("item_id", pl.Int64),
+            _Col("title", pl.String),
+            _Col("genres", pl.String, required=False),
+        ],
+        ",",
+        header=("movieId", "title", "genres"),
+        quoted=True,
+    )
+    return ratings, None, _check_unique(_items_from_titles(items), "item_id", items_path)
+
+
+def _items_from_titles(items: pl.DataFrame) -> pl.DataFrame:
+    """`MovieID, Title (Year), Genre|Genre` -> item_id, title, year, genres (list)."""
+    genres = (
+        pl.col("genres")
+        .fill_null("")
+        .str.split("|")
+        .list.eval(
+            pl.element().filter((pl.element() != "") & (pl.element() != "(no genres listed)"))
+        )
+    )
+    return items.select(
+        "_line",
+        "item_id",
+        pl.col("title").str.strip_chars(),
+        _year_from_title(pl.col("title")).alias("year"),
+        genres.alias("genres"),
+    )
+
+
+_PARSERS = {"ml-100k": _parse_100k, "ml-1m": _parse_1m, "ml-20m": _parse_20m}

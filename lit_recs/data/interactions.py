@@ -1,0 +1,250 @@
+"""`Interactions`: a log of (user, item[, rating, timestamp]) events as int arrays over contiguous ids.
+
+Users and items are indexed 0..num_users-1 and 0..num_items-1; `user_ids` / `item_ids` map an index
+back to the raw id of the source file. Side-feature tables, when a dataset has them, are polars
+frames aligned with those indices (row i describes user / item i) and carry the raw id column.
+
+Every preprocessing step here is a pure function returning a new `Interactions` and logging what it
+removed; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Interactions:
+    users: np.ndarray  # [n] int64 user index
+    items: np.ndarray  # [n] int64 item index
+    num_users: int
+    num_items: int
+    user_ids: np.ndarray  # [num_users] raw user id of each index
+    item_ids: np.ndarray  # [num_items] raw item id of each index
+    ratings: np.ndarray | None = None  # [n] float32
+    timestamps: np.ndarray | None = None  # [n] int64
+    user_features: pl.DataFrame | None = None  # [num_users rows], aligned with user indices
+    item_features: pl.DataFrame | None = None  # [num_items rows], aligned with item indices
+    name: str = "interactions"
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.users)
+        for col in ("items", "ratings", "timestamps"):
+            arr = getattr(self, col)
+            if arr is not None and len(arr) != n:
+                raise ValueError(f"{self.name}: column '{col}' has {len(arr)} rows, users has {n}")
+        if n and (self.users.min() < 0 or self.users.max() >= self.num_users):
+            raise ValueError(f"{self.name}: user index out of range [0, {self.num_users})")
+        if n and (self.items.min() < 0 or self.items.max() >= self.num_items):
+            raise ValueError(f"{self.name}: item index out of range [0, {self.num_items})")
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_raw(
+        cls,
+        users: np.ndarray,
+        items: np.ndarray,
+        ratings: np.ndarray | None = None,
+        timestamps: np.ndarray | None = None,
+        user_features: pl.DataFrame | None = None,
+        item_features: pl.DataFrame | None = None,
+        user_key: str = "user_id",
+        item_key: str = "item_id",
+        name: str = "interactions",
+    ) -> Interactions:
+        """Index raw ids (any sortable dtype) contiguously; align feature frames by their key column.
+
+        Users/items with features but no interaction are not indexed; features missing for an indexed
+        id become nulls (logged).
+        """
+        user_ids, user_idx = np.unique(np.asarray(users), return_inverse=True)
+        item_ids, item_idx = np.unique(np.asarray(items), return_inverse=True)
+        return cls(
+            users=user_idx.astype(np.int64).reshape(-1),
+            items=item_idx.astype(np.int64).reshape(-1),
+            num_users=len(user_ids),
+            num_items=len(item_ids),
+            user_ids=user_ids,
+            item_ids=item_ids,
+            ratings=None if ratings is None else np.asarray(ratings, dtype=np.float32),
+            timestamps=None if timestamps is None else np.asarray(timestamps, dtype=np.int64),
+            user_features=_align(user_features, user_key, user_ids, name),
+            item_features=_align(item_features, item_key, item_ids, name),
+            name=name,
+        )
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def select(self, mask_or_index: np.ndarray) -> Interactions:
+        """Rows of the log (bool mask or index array), same id space and features."""
+        pick = np.asarray(mask_or_index)
+        return replace(
+            self,
+            users=self.users[pick],
+            items=self.items[pick],
+            ratings=None if self.ratings is None else self.ratings[pick],
+            timestamps=None if self.timestamps is None else self.timestamps[pick],
+            _cache={},
+        )
+
+    def compact(self) -> Interactions:
+        """Re-index so that only users/items present in the log keep an index (after filtering)."""
+        keep_u = np.unique(self.users)
+        keep_i = np.unique(self.items)
+        if len(keep_u) == self.num_users and len(keep_i) == self.num_items:
+            return self
+        new_u = np.full(self.num_users, -1, dtype=np.int64)
+        new_u[keep_u] = np.arange(len(keep_u))
+        new_i = np.full(self.num_items, -1, dtype=np.int64)
+        new_i[keep_i] = np.arange(len(keep_i))
+        return replace(
+            self,
+            users=new_u[self.users],
+            items=new_i[self.items],
+            num_users=len(keep_u),
+            num_items=len(keep_i),
+            user_ids=self.user_ids[keep_u],
+            item_ids=self.item_ids[keep_i],
+            user_features=None if self.user_features is None else self.user_features[keep_u],
+            item_features=None if self.item_features is None else self.item_features[keep_i],
+            _cache={},
+        )
+
+    # ---------------------------------------------------------------- views
+    def csr(self, values: str | None = None) -> sp.csr_matrix:
+        """User-item matrix [num_users, num_items]; ones (duplicates summed) or `values='ratings'`."""
+        data = np.ones(len(self), np.float32) if values is None else getattr(self, values)
+        mat = sp.csr_matrix(
+            (data, (self.users, self.items)), shape=(self.num_users, self.num_items)
+        )
+        mat.sum_duplicates()
+        return mat
+
+    def binary_csr(self) -> sp.csr_matrix:
+        """0/1 user-item matrix with sorted column indices (cached)."""
+        if "binary_csr" not in self._cache:
+            mat = self.csr()
+            mat.data[:] = 1.0
+            mat.sort_indices()
+            self._cache["binary_csr"] = mat
+        return self._cache["binary_csr"]
+
+    def time_order(self) -> np.ndarray:
+        """Permutation sorting the log by (user, timestamp), stable: ties keep file order."""
+        ts = self.timestamps if self.timestamps is not None else np.zeros(len(self), np.int64)
+        return np.lexsort((ts, self.users))  # last key is primary; lexsort is stable
+
+    def sequences(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-user time-ordered item sequences as (indptr [num_users+1], items [n])."""
+        order = self.time_order()
+        counts = np.bincount(self.users, minlength=self.num_users)
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return indptr, self.items[order]
+
+    def item_counts(self) -> np.ndarray:
+        return np.bincount(self.items, minlength=self.num_items)  # [I]
+
+    def user_counts(self) -> np.ndarray:
+        return np.bincount(self.users, minlength=self.num_users)  # [U]
+
+    def fingerprint(self) -> str:
+        """Short content hash of the log (ids, ratings, timestamps): names exactly this data."""
+        h = hashlib.sha256()
+        for arr in (self.users, self.items, self.ratings, self.timestamps):
+            if arr is not None:
+                h.update(np.ascontiguousarray(arr).tobytes())
+        h.update(f"{self.num_users}:{self.num_items}".encode())
+        return h.hexdigest()[:16]
+
+    def summary(self) -> str:
+        density = len(self) / max(1, self.num_users * self.num_items)
+        return (
+            f"{self.name}: {len(self):,} interactions, {self.num_users:,} users, "
+            f"{self.num_items:,} items, density {density:.4%}"
+        )
+
+
+def _align(
+    features: pl.DataFrame | None, key: str, ids: np.ndarray, name: str
+) -> pl.DataFrame | None:
+    if features is None:
+        return None
+    if key not in features.columns:
+        raise ValueError(f"{name}: feature table has no key column '{key}' ({features.columns})")
+    if features[key].is_duplicated().any():
+        raise ValueError(f"{name}: feature table has duplicate values in '{key}'")
+    keys = pl.DataFrame({key: ids}).with_columns(pl.col(key).cast(features[key].dtype))
+    aligned = keys.join(features, on=key, how="left", maintain_order="left")
+    others = [c for c in features.columns if c != key]
+    if others:
+        missing = aligned.select(pl.col(others[0]).is_null().sum()).item()
+        if missing:
+            log.warning("%s: %d ids have no row in the feature table (nulls)", name, missing)
+    return aligned
+
+
+# -------------------------------------------------------------------- preprocessing
+def binarize(inter: Interactions, threshold: float | None) -> Interactions:
+    """Implicit feedback: keep interactions with rating >= threshold (None keeps every one)."""
+    if threshold is None:
+        return inter
+    if inter.ratings is None:
+        raise ValueError(f"{inter.name}: rating_threshold={threshold} but the data has no ratings")
+    keep = inter.ratings >= threshold
+    log.info("%s: rating >= %s removed %d of %d interactions", inter.name, threshold,
+             int((~keep).sum()), len(inter))
+    return _nonempty(inter.select(keep).compact(), "rating threshold")
+
+
+def deduplicate(inter: Interactions, keep: str = "last") -> Interactions:
+    """Keep one event per (user, item): the `last` or `first` in time; `keep='all'` keeps them all."""
+    if keep == "all":
+        return inter
+    if keep not in ("first", "last"):
+        raise ValueError(f"dedup must be 'first', 'last' or 'all', got {keep!r}")
+    order = inter.time_order()  # [n], by user then time
+    if keep == "last":
+        order = order[::-1]
+    key = inter.users[order] * inter.num_items + inter.items[order]
+    _, first = np.unique(key, return_index=True)
+    chosen = np.sort(order[first])  # keep file order
+    if len(chosen) < len(inter):
+        log.info("%s: removed %d duplicate (user, item) events (kept %s)", inter.name,
+                 len(inter) - len(chosen), keep)
+    return inter.select(chosen)
+
+
+def k_core(inter: Interactions, min_user: int = 0, min_item: int = 0) -> Interactions:
+    """Iteratively drop users with < min_user and items with < min_item interactions."""
+    if min_user <= 1 and min_item <= 1:
+        return inter
+    n0 = len(inter)
+    keep = np.ones(n0, dtype=bool)
+    while True:
+        uc = np.bincount(inter.users[keep], minlength=inter.num_users)
+        ic = np.bincount(inter.items[keep], minlength=inter.num_items)
+        ok = keep & (uc[inter.users] >= min_user) & (ic[inter.items] >= min_item)
+        if ok.sum() == keep.sum():
+            break
+        keep = ok
+    out = inter.select(keep).compact()
+    log.info("%s: %d-core users / %d-core items removed %d interactions, %d users, %d items",
+             inter.name, min_user, min_item, n0 - len(out), inter.num_users - out.num_users,
+             inter.num_items - out.num_items)
+    return _nonempty(out, "k-core filtering")
+
+
+def _nonempty(inter: Interactions, step: str) -> Interactions:
+    if len(inter) == 0:
+        raise ValueError(f"{inter.name}: no interaction left after {step}")
+    return inter

@@ -1,0 +1,170 @@
+"""Negative sampling, a whole batch at a time, and evaluation sharding across processes.
+
+Negatives never include a user's positives: candidates are drawn for the whole batch at once from the
+item distribution, checked against the sorted (user * num_items + item) keys of the positives with one
+`searchsorted`, and only the rejected ones are redrawn.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+DISTRIBUTIONS = ("uniform", "popularity")
+MAX_ROUNDS = 200
+
+
+class NegativeSampler:
+    """Draws items that a user has no interaction with in `positives` ([U, I] CSR).
+
+    distribution: "uniform" over the catalogue, or "popularity": P(i) ∝ count(i) ** alpha, counts
+    taken from `positives` (items never seen get probability 0).
+    """
+
+    def __init__(
+        self, positives: sp.csr_matrix, distribution: str = "uniform", alpha: float = 1.0
+    ) -> None:
+        if distribution not in DISTRIBUTIONS:
+            raise ValueError(f"negative distribution must be one of {DISTRIBUTIONS}, got "
+                             f"{distribution!r}")
+        pos = positives.tocsr().copy()
+        pos.sum_duplicates()
+        pos.sort_indices()
+        self.num_items = pos.shape[1]
+        rows = np.repeat(np.arange(pos.shape[0], dtype=np.int64), np.diff(pos.indptr))  # [nnz]
+        self._keys = rows * self.num_items + pos.indices.astype(np.int64)  # [nnz], sorted
+        self._user_degree = np.diff(pos.indptr)  # [U]
+        self._cdf = None
+        if distribution == "popularity":
+            counts = np.asarray(pos.sum(axis=0)).ravel().astype(np.float64)  # [I]
+            weights = np.zeros_like(counts)  # [I]; unseen items stay 0 (0 ** 0 would be 1)
+            seen = counts > 0
+            weights[seen] = counts[seen] ** alpha
+            self._cdf = np.cumsum(weights)  # [I]
+
+    def _draw(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        if self._cdf is None:
+            return rng.integers(0, self.num_items, size=shape, dtype=np.int64)
+        u = rng.random(size=shape) * self._cdf[-1]
+        return np.minimum(np.searchsorted(self._cdf, u, side="right"), self.num_items - 1)
+
+    def is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """users [B, 1] or [B], items [B, N] -> bool [B, N]."""
+        keys = users * self.num_items + items  # [B, N]
+        at = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)  # [B, N]
+        return self._keys[at] == keys if len(self._keys) else np.zeros(keys.shape, bool)
+
+    def sample(
+        self, users: np.ndarray, n: int, rng: np.random.Generator, distinct: bool = False
+    ) -> np.ndarray:
+        """users [B] -> negatives [B, n]; `distinct` also forbids repeats within a row."""
+        users = np.asarray(users, dtype=np.int64)
+        full = self._user_degree[users] >= self.num_items
+        if full.any():
+            raise ValueError(f"user {int(users[full][0])} interacted with every item: no negative "
+                             "to draw")
+        neg = self._draw((len(users), n), rng)  # [B, n]
+        for _ in range(MAX_ROUNDS):
+            bad = self.is_positive(users[:, None], neg)  # [B, n]
+            if distinct:
+                bad |= _repeats(neg)
+            if not bad.any():
+                return neg
+            neg[bad] = self._draw((int(bad.sum()),), rng)
+        raise RuntimeError(
+            f"could not draw {n} negatives in {MAX_ROUNDS} rounds: some users have (almost) no "
+            "item left under this distribution; lower the number of negatives"
+        )
+
+
+def _repeats(x: np.ndarray) -> np.ndarray:
+    """bool [B, N]: True where the value already occurs earlier in the row (by sort order)."""
+    order = np.argsort(x, axis=1, kind="stable")  # [B, N]
+    sorted_x = np.take_along_axis(x, order, axis=1)  # [B, N]
+    dup_sorted = np.zeros_like(sorted_x, dtype=bool)
+    dup_sorted[:, 1:] = sorted_x[:, 1:] == sorted_x[:, :-1]
+    dup = np.zeros_like(dup_sorted)
+    np.put_along_axis(dup, order, dup_sorted, axis=1)
+    return dup
+
+
+def eval_negatives(
+    all_positives: sp.csr_matrix,
+    users: np.ndarray,
+    n: int,
+    distribution: str = "uniform",
+    seed: int = 0,
+) -> np.ndarray:
+    """The sampled protocol's fixed candidates: n distinct items per user never interacted with.
+
+    Drawn once from `seed` (identical for every model); popularity counts from `all_positives`.
+    """
+    sampler = NegativeSampler(all_positives, distribution)
+    return sampler.sample(users, n, np.random.default_rng(seed), distinct=True)  # [len(users), n]
+
+
+class EvalShardSampler(torch.utils.data.Sampler):
+    """Yields batches (index arrays) of evaluation rows for one process.
+
+    Rows are dealt round-robin to `num_replicas` processes; every process gets the same number of
+    batches of the same sizes, the missing slots padded with -1 (the batch builder gives padding rows
+    weight 0). So each row is evaluated exactly once on any number of processes.
+    """
+
+    def __init__(self, num_rows: int, batch_size: int, num_replicas: int = 1, rank: int = 0) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} not in [0, {num_replicas})")
+        self.num_rows, self.batch_size = num_rows, batch_size
+        self.num_replicas, self.rank = num_replicas, rank
+        self.per_rank = math.ceil(num_rows / num_replicas)
+
+    def __len__(self) -> int:
+        return math.ceil(self.per_rank / self.batch_size)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        mine = np.arange(self.rank, self.per_rank * self.num_replicas, self.num_replicas)
+        mine[mine >= self.num_rows] = -1  # padding
+        for start in range(0, self.per_rank, self.batch_size):
+            yield mine[start : start + self.batch_size]
+
+
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """Training batches of row indices: a fresh seeded permutation per epoch, sharded per process.
+
+    Each process takes an equal, disjoint share of the permutation (the tail that does not divide
+    evenly is left for the next epoch's permutation, at most num_replicas - 1 rows). Lightning calls
+    `set_epoch` before each epoch.
+    """
+
+    def __init__(
+        self,
+        num_rows: int,
+        batch_size: int,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        self.num_rows, self.batch_size, self.seed = num_rows, batch_size, seed
+        self.num_replicas, self.rank, self.drop_last = num_replicas, rank, drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _rows(self) -> int:
+        return self.num_rows // self.num_replicas
+
+    def __len__(self) -> int:
+        n = self._rows()
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        perm = rng.permutation(self.num_rows)[self.rank :: self.num_replicas][: self._rows()]
+        for b in range(len(self)):
+            yield self.epoch, b, perm[b * self.batch_size : (b + 1) * self.batch_size]

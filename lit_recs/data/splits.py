@@ -1,0 +1,124 @@
+"""Seeded, deterministic train / validation / test splits of an `Interactions` log.
+
+All three parts share the id space of the input (no re-indexing), so a user or item index means the
+same thing in each. Every split is a partition of the rows: no interaction is in two parts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from lit_recs.data.interactions import Interactions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Split:
+    train: Interactions
+    val: Interactions
+    test: Interactions
+
+    def describe(self) -> str:
+        return f"train {len(self.train):,} / val {len(self.val):,} / test {len(self.test):,}"
+
+
+def _by_part(inter: Interactions, part: np.ndarray) -> Split:
+    """part [n] in {0, 1, 2} -> Split."""
+    return Split(*(inter.select(part == p) for p in range(3)))
+
+
+def _rank_within_user(inter: Interactions, order: np.ndarray) -> np.ndarray:
+    """For rows visited in `order` (grouped by user), each row's 0-based position in its user."""
+    counts = inter.user_counts()  # [U]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])  # [U]
+    rank = np.empty(len(inter), dtype=np.int64)
+    rank[order] = np.arange(len(inter)) - starts[inter.users[order]]
+    return rank  # [n]
+
+
+def leave_one_out(inter: Interactions) -> Split:
+    """Temporal leave-one-out: each user's last event -> test, second-to-last -> validation.
+
+    Time ties keep file order (stable sort). Users with 2 events give one to test and none to
+    validation; users with 1 event keep it in training (counts logged).
+    """
+    order = inter.time_order()  # [n] by (user, time)
+    rank = _rank_within_user(inter, order)  # [n]
+    from_end = inter.user_counts()[inter.users] - 1 - rank  # [n] 0 = last event
+    n = inter.user_counts()  # [U]
+    n_row = n[inter.users]  # [n]
+    part = np.where((from_end == 0) & (n_row >= 2), 2, 0)  # [n]
+    part = np.where((from_end == 1) & (n_row >= 3), 1, part).astype(np.int8)  # [n]
+    n1, n2 = int((n == 1).sum()), int((n == 2).sum())
+    if n1 or n2:
+        log.info("%s leave-one-out: %d users with 1 event (train only), %d with 2 (no validation)",
+                 inter.name, n1, n2)
+    return _by_part(inter, part)
+
+
+def _ratio_counts(n: np.ndarray, ratios: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user validation and test counts: floor(ratio * n), at least 1 while train keeps >= 2."""
+    n_val = np.floor(ratios[1] * n).astype(np.int64)  # [U]
+    n_test = np.floor(ratios[2] * n).astype(np.int64)  # [U]
+    n_test = np.where((n_test == 0) & (ratios[2] > 0) & (n - n_val - n_test > 1), 1, n_test)
+    n_val = np.where((n_val == 0) & (ratios[1] > 0) & (n - n_val - n_test > 1), 1, n_val)
+    return n_val, n_test
+
+
+def _check_ratios(ratios: tuple[float, float, float]) -> tuple[float, float, float]:
+    r = tuple(float(x) for x in ratios)
+    if len(r) != 3 or min(r) < 0 or r[0] <= 0 or abs(sum(r) - 1.0) > 1e-6:
+        raise ValueError(f"split_ratios must be 3 non-negative numbers summing to 1, got {ratios}")
+    return r  # type: ignore[return-value]
+
+
+def random_split(
+    inter: Interactions, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> Split:
+    """Per-user random split (e.g. 8:1:1): each user's events shuffled with `seed`, then cut."""
+    ratios = _check_ratios(ratios)
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(len(inter)), inter.users))  # [n] users in random inner order
+    rank = _rank_within_user(inter, order)  # [n]
+    n = inter.user_counts()  # [U]
+    n_val, n_test = _ratio_counts(n, ratios)
+    n_train = (n - n_val - n_test)[inter.users]  # [n]
+    part = np.where(rank < n_train, 0, np.where(rank < n_train + n_val[inter.users], 1, 2))
+    return _by_part(inter, part.astype(np.int8))
+
+
+def temporal_split(
+    inter: Interactions, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+) -> Split:
+    """Global temporal split: the earliest share of all events trains, then validation, then test."""
+    ratios = _check_ratios(ratios)
+    if inter.timestamps is None:
+        raise ValueError(f"{inter.name}: split='temporal' needs timestamps and the data has none")
+    order = np.argsort(inter.timestamps, kind="stable")  # [n]
+    cut1 = int(round(ratios[0] * len(inter)))
+    cut2 = int(round((ratios[0] + ratios[1]) * len(inter)))
+    part = np.empty(len(inter), dtype=np.int8)
+    part[order[:cut1]], part[order[cut1:cut2]], part[order[cut2:]] = 0, 1, 2
+    return _by_part(inter, part)
+
+
+def split(
+    inter: Interactions,
+    how: str = "random",
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+) -> Split:
+    if how == "loo":
+        result = leave_one_out(inter)
+    elif how == "random":
+        result = random_split(inter, ratios, seed)
+    elif how == "temporal":
+        result = temporal_split(inter, ratios)
+    else:
+        raise ValueError(f"split must be 'loo', 'random' or 'temporal', got {how!r}")
+    log.info("%s split=%s: %s", inter.name, how, result.describe())
+    return result

@@ -1,0 +1,260 @@
+"""Full-ranking top-K recommendation metrics: HR, Recall, NDCG, MRR, Precision and Coverage.
+
+Evaluation is "a matmul and a count": the caller scores every item for a batch of users
+(``scores [B, I]``), sets the items that must not be ranked (seen in training, not a candidate)
+to ``-inf``, and passes the held-out relevant items as a boolean mask (``targets [B, I]``).
+No Python loop runs over users or items.
+
+Tie policy (pessimistic)
+------------------------
+Positions are 0-based. The position of a target item ``t`` with score ``s_t`` is
+
+    #{non-target items j with s_j >= s_t}
+  + #{other targets ranked before t, targets ordered among themselves by score descending,
+      equal scores broken by item index ascending}.
+
+A non-target tied with a target is always ranked ahead of it, so a model that scores everything
+equally gets no credit from ties and a constant model never gets lucky. Excluded (``-inf``)
+items never rank ahead of a finite-scored target; they count only when the target's own score
+is ``-inf`` (targets should never be excluded, but if one is, it lands behind every non-target).
+
+Per user with ``n >= 1`` targets, ``hits@K`` is the number of targets with position ``< K`` and
+
+* ``hr@K``        = 1 if ``hits@K > 0`` else 0
+* ``recall@K``    = ``hits@K / n``
+* ``precision@K`` = ``hits@K / K``
+* ``ndcg@K``      = sum over hit targets of ``1 / log2(p + 2)``, divided by the ideal DCG
+  ``sum_{i < min(n, K)} 1 / log2(i + 2)``
+* ``mrr@K``       = ``1 / (p_min + 1)`` if the best-placed target's position ``p_min < K`` else 0
+* ``coverage@K``  = fraction of the catalogue appearing in at least one counted user's top-K list
+  (``torch.topk`` over the scores, ``-inf`` entries ignored; ties broken as ``topk`` does).
+
+Reported values are weighted means over users (``sum(weight * value) / sum(weight)``). Rows
+without a target count as weight 0. All states are float64 sums (``dist_reduce_fx="sum"``), so
+results are exact under DDP as long as each evaluation user is counted on exactly one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torchmetrics
+from torch import Tensor
+
+METRIC_NAMES = ("hr", "recall", "ndcg", "mrr", "precision")
+
+
+def target_slots(targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Item indices of each row's targets, ascending, left-aligned and padded to T = max targets.
+
+    Returns ``(index [B, T] long, valid [B, T] bool)``; padded slots hold index 0, valid False.
+    """
+    batch = targets.shape[0]
+    rows, cols = targets.nonzero(as_tuple=True)  # [N], [N], row-major so cols ascend per row
+    counts = torch.bincount(rows, minlength=batch)  # [B]
+    t_max = int(counts.max()) if batch > 0 else 0
+    start = torch.cumsum(counts, 0) - counts  # [B] offset of each row's first target in rows/cols
+    slot = torch.arange(rows.numel(), device=targets.device) - start[rows]  # [N]
+    index = torch.zeros(batch, t_max, dtype=torch.long, device=targets.device)  # [B, T]
+    valid = torch.zeros(batch, t_max, dtype=torch.bool, device=targets.device)  # [B, T]
+    index[rows, slot] = cols
+    valid[rows, slot] = True
+    return index, valid
+
+
+def _positions_single(scores: Tensor, index: Tensor) -> Tensor:
+    """Leave-one-out path (T == 1): one comparison count per row, no sort. Returns [B, 1].
+
+    Counts ``s_j >= s_t`` over all items and subtracts the target itself (the row's only target).
+    """
+    s_t = scores.gather(1, index)  # [B, 1]
+    return (scores >= s_t).sum(1, keepdim=True) - 1  # [B, 1]
+
+
+def _nontargets_at_or_above(scores: Tensor, targets: Tensor, s_t: Tensor) -> Tensor:
+    """Number of non-target items with score >= each target score. s_t [B, T] -> [B, T]."""
+    masked = scores.masked_fill(targets, float("inf"))  # [B, I]; +inf is never < s_t
+    ascending = masked.sort(1).values  # [B, I]
+    below = torch.searchsorted(ascending, s_t.contiguous(), side="left")  # [B, T] non-targets < s_t
+    n_nontargets = (~targets).sum(1, keepdim=True)  # [B, 1]
+    return n_nontargets - below  # [B, T]
+
+
+def _rank_among_targets(s_t: Tensor, valid: Tensor) -> Tensor:
+    """Rank of each target among its row's targets (score desc, then slot = item index asc)."""
+    key = s_t.masked_fill(~valid, float("-inf"))  # [B, T]; padding is right-aligned, stays last
+    order = key.sort(dim=1, descending=True, stable=True).indices  # [B, T]
+    ranks = torch.arange(key.shape[1], device=key.device).expand_as(order)  # [B, T]
+    return torch.empty_like(order).scatter_(1, order, ranks)  # [B, T] inverse permutation
+
+
+def _positions_multi(scores: Tensor, targets: Tensor, index: Tensor, valid: Tensor) -> Tensor:
+    """General path: one sort of the non-target scores per row plus searchsorted. Returns [B, T]."""
+    s_t = scores.gather(1, index)  # [B, T]
+    return _nontargets_at_or_above(scores, targets, s_t) + _rank_among_targets(s_t, valid)
+
+
+def target_positions(scores: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """0-based rank position of every target under the pessimistic tie policy (module docstring).
+
+    Args:
+        scores: ``[B, I]`` float scores, excluded items set to ``-inf``; must not contain NaN.
+        targets: ``[B, I]`` bool mask of relevant items.
+
+    Returns:
+        ``(positions [B, T] long, valid [B, T] bool)`` with T the largest number of targets in a
+        row; slot ``j`` of a row is its ``j``-th target in increasing item index; padded slots
+        have ``valid == False`` and meaningless positions.
+    """
+    index, valid = target_slots(targets)  # [B, T], [B, T]
+    if index.shape[1] == 0:
+        return index, valid
+    if index.shape[1] == 1:
+        return _positions_single(scores, index), valid
+    return _positions_multi(scores, targets, index, valid), valid
+
+
+def _ideal_dcg(n_targets: Tensor, ks: Tensor) -> Tensor:
+    """IDCG for n_targets [B] (>= 1) at each K in ks [nK]. Returns [B, nK] float64."""
+    ranks = torch.arange(int(ks.max()), dtype=torch.float64, device=ks.device)  # [Kmax]
+    table = torch.cat([ranks.new_zeros(1), (1.0 / torch.log2(ranks + 2.0)).cumsum(0)])  # [Kmax+1]
+    return table[torch.minimum(n_targets[:, None], ks)]  # [B, nK]
+
+
+def per_user_metrics(positions: Tensor, valid: Tensor, ks: Sequence[int]) -> dict[str, Tensor]:
+    """Per-user metric values from target positions.
+
+    Args:
+        positions, valid: ``[B, T]`` as returned by :func:`target_positions`.
+        ks: cut-offs.
+
+    Returns:
+        ``{name: [B, len(ks)] float64}`` for each name in ``METRIC_NAMES``. Rows without a valid
+        target get finite values (zeros) so that they vanish under weight 0.
+    """
+    if positions.shape[1] == 0:  # no targets at all: one invalid slot keeps reductions defined
+        positions = positions.new_zeros(positions.shape[0], 1)  # [B, 1]
+        valid = valid.new_zeros(valid.shape[0], 1)  # [B, 1]
+    ks_t = torch.as_tensor(list(ks), dtype=torch.long, device=positions.device)  # [nK]
+    n = valid.sum(1).clamp(min=1)  # [B]
+    pos = positions.to(torch.float64)  # [B, T]
+    hit = (valid[:, :, None] & (positions[:, :, None] < ks_t)).to(torch.float64)  # [B, T, nK]
+    hits = hit.sum(1)  # [B, nK]
+    dcg = (hit * (1.0 / torch.log2(pos + 2.0))[:, :, None]).sum(1)  # [B, nK]
+    return {
+        "hr": (hits > 0).to(torch.float64),
+        "recall": hits / n[:, None],
+        "ndcg": dcg / _ideal_dcg(n, ks_t),
+        "mrr": (hit * (1.0 / (pos + 1.0))[:, :, None]).amax(1),  # [B, nK] best hit's reciprocal
+        "precision": hits / ks_t.to(torch.float64),
+    }
+
+
+def topk_item_counts(scores: Tensor, counted: Tensor, ks: Sequence[int]) -> Tensor:
+    """How many counted users have each item in their top-K (``-inf`` ignored).
+
+    Args:
+        scores: ``[B, I]``; counted: ``[B]`` bool; ks: cut-offs.
+
+    Returns:
+        ``[len(ks), I]`` float64 counts.
+    """
+    num_items = scores.shape[1]
+    ks_t = torch.as_tensor(list(ks), dtype=torch.long, device=scores.device)  # [nK]
+    top = scores.topk(min(int(ks_t.max()), num_items), dim=1)  # values, indices [B, k]
+    keep = counted[:, None] & (top.values != float("-inf"))  # [B, k]
+    in_cut = torch.arange(top.indices.shape[1], device=scores.device) < ks_t[:, None]  # [nK, k]
+    mask = in_cut[:, None, :] & keep[None]  # [nK, B, k]
+    offset = torch.arange(len(ks_t), device=scores.device)[:, None, None] * num_items  # [nK, 1, 1]
+    flat = (offset + top.indices[None])[mask]  # [M] index into the flattened [nK * I]
+    counts = torch.zeros(len(ks_t) * num_items, dtype=torch.float64, device=scores.device)
+    counts.index_add_(0, flat, torch.ones_like(flat, dtype=torch.float64))  # [nK * I]
+    return counts.view(len(ks_t), num_items)  # [nK, I]
+
+
+def _check_inputs(
+    scores: Tensor, targets: Tensor, weights: Tensor | None, num_items: int | None
+) -> Tensor:
+    """Validate update() arguments; returns the weights as float64 [B]."""
+    if scores.dim() != 2 or targets.shape != scores.shape:
+        raise ValueError(
+            f"scores and targets must both be [B, I]; got {tuple(scores.shape)} and "
+            f"{tuple(targets.shape)}"
+        )
+    if targets.dtype != torch.bool:
+        raise ValueError(f"targets must be a bool mask [B, I], got dtype {targets.dtype}")
+    if num_items is not None and scores.shape[1] != num_items:
+        raise ValueError(f"scores has {scores.shape[1]} item columns but num_items={num_items}")
+    if scores.numel() > 0 and torch.isnan(scores.amax()):  # amax propagates NaN, cheaper
+        raise ValueError(
+            "scores contain NaN; mark excluded items with -inf and check the model for NaN output"
+        )
+    if weights is None:
+        return torch.ones(scores.shape[0], dtype=torch.float64, device=scores.device)  # [B]
+    if weights.shape != scores.shape[:1]:
+        raise ValueError(f"weights must be [B]={scores.shape[0]}, got {tuple(weights.shape)}")
+    return weights.to(torch.float64)  # [B]
+
+
+class RankingMetrics(torchmetrics.Metric):
+    """Full-ranking top-K metrics with additive float64 states (see the module docstring).
+
+    Args:
+        ks: cut-offs K (positive, distinct).
+        num_items: catalogue size; when given, ``coverage@K`` is reported too.
+        **kwargs: forwarded to :class:`torchmetrics.Metric`.
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = True
+
+    def __init__(
+        self, ks: Sequence[int] = (5, 10, 20), num_items: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.ks = tuple(int(k) for k in ks)
+        if not self.ks or min(self.ks) < 1 or len(set(self.ks)) != len(self.ks):
+            raise ValueError(f"ks must be distinct positive integers, got {tuple(ks)}")
+        if num_items is not None and num_items < 1:
+            raise ValueError(f"num_items must be positive, got {num_items}")
+        self.num_items = num_items
+        zeros = torch.zeros(len(self.ks), dtype=torch.float64)  # [nK]
+        for name in METRIC_NAMES:
+            self.add_state(f"{name}_sum", default=zeros.clone(), dist_reduce_fx="sum")
+        self.add_state(
+            "weight_sum", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum"
+        )
+        if num_items is not None:
+            counts = torch.zeros(len(self.ks), num_items, dtype=torch.float64)  # [nK, I]
+            self.add_state("item_counts", default=counts, dist_reduce_fx="sum")
+
+    def update(self, scores: Tensor, targets: Tensor, weights: Tensor | None = None) -> None:
+        """Add a batch: scores [B, I] float (-inf = excluded), targets [B, I] bool, weights [B]."""
+        weights = _check_inputs(scores, targets, weights, self.num_items)  # [B]
+        positions, valid = target_positions(scores, targets)  # [B, T], [B, T]
+        weights = weights * valid.any(1)  # [B]; rows without a target count as weight 0
+        for name, values in per_user_metrics(positions, valid, self.ks).items():  # [B, nK]
+            setattr(self, f"{name}_sum", getattr(self, f"{name}_sum") + weights @ values)  # [nK]
+        self.weight_sum = self.weight_sum + weights.sum()
+        if self.num_items is not None:
+            self.item_counts = self.item_counts + topk_item_counts(scores, weights > 0, self.ks)
+
+    def compute(self) -> dict[str, Tensor]:
+        """Weighted means as 0-dim float64 tensors, keyed ``"<metric>@<K>"``."""
+        total = self.weight_sum
+        if not total > 0:
+            raise ValueError(
+                "RankingMetrics.compute(): no user was counted (sum of weights is 0); update() "
+                "needs rows with at least one target and a non-zero weight"
+            )
+        out = {}
+        for name in METRIC_NAMES:
+            sums = getattr(self, f"{name}_sum")  # [nK]
+            out.update({f"{name}@{k}": sums[i] / total for i, k in enumerate(self.ks)})
+        if self.num_items is not None:
+            covered = (self.item_counts > 0).to(torch.float64).mean(1)  # [nK]
+            out.update({f"coverage@{k}": covered[i] for i, k in enumerate(self.ks)})
+        return out

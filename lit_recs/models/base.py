@@ -1,0 +1,137 @@
+"""`RecModule`: the training system every model shares.
+
+A model implements two hooks and little else:
+
+- `compute_loss(batch) -> Tensor`: a scalar training loss for one training batch;
+- `score(batch: EvalBatch) -> Tensor [B, I]`: a score for every item, for the users in the batch.
+
+Training/validation/test/predict steps, optimizer wiring (LightningCLI callables) and metric logging
+live here once. Evaluation is full-catalogue ranking with seen items masked (`stage/metric@k`), and
+the sampled protocol beside it (`stage/sampled99/metric@k`) when the DataModule draws negatives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor
+
+from lit_recs.data.batches import EvalBatch
+from lit_recs.metrics import RankingMetrics
+
+
+def _adam(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=1e-3)
+
+
+class RecModule(LightningModule):
+    """Base class of every lit_recs model.
+
+    Args:
+        num_users / num_items: sizes of the id spaces (linked from the DataModule by the CLI).
+        optimizer: a callable params -> optimizer (in YAML: class_path + init_args).
+        lr_scheduler: optional callable optimizer -> scheduler.
+        top_k: the cut-offs K of every ranking metric.
+        mask_seen: exclude items the user had in training (and validation, at test time).
+        predict_k: length of the recommendation lists written by `predict`.
+    """
+
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        optimizer: OptimizerCallable = _adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        top_k: Sequence[int] = (5, 10, 20),
+        mask_seen: bool = True,
+        predict_k: int = 20,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "loss"])
+        self.num_users, self.num_items = num_users, num_items
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        self.top_k, self.mask_seen, self.predict_k = tuple(top_k), mask_seen, predict_k
+        self.metrics = torch.nn.ModuleDict({
+            name: RankingMetrics(self.top_k, num_items)
+            for name in ("val", "val_sampled", "test", "test_sampled")
+        })
+        self._sampled_n: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ hooks
+    def compute_loss(self, batch: Any) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement compute_loss(batch)")
+
+    def score(self, batch: EvalBatch) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement score(batch) -> [B, I]")
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
+        loss = self.compute_loss(batch)
+        if loss is not None:
+            self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            return None  # closed-form / count-based models
+        optimizer = self.optimizer(params)
+        if self.lr_scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler(optimizer)}
+
+    # ------------------------------------------------------------------ evaluation
+    def masked_scores(self, batch: EvalBatch) -> tuple[Tensor, Tensor]:
+        """Scores [B, I] with excluded items at -inf, and the target mask [B, I]."""
+        scores = self.score(batch).float()  # [B, I]
+        targets = batch.target_mask(self.num_items)  # [B, I]
+        if self.mask_seen:
+            exclude = batch.seen_mask(self.num_items) & ~targets  # [B, I]
+            scores = scores.masked_fill(exclude, float("-inf"))
+        return scores, targets
+
+    def _evaluate(self, batch: EvalBatch, stage: str) -> None:
+        scores, targets = self.masked_scores(batch)  # [B, I], [B, I]
+        self.metrics[stage].update(scores, targets, batch.weights)
+        if batch.sampled is not None:
+            rows = torch.arange(len(batch), device=scores.device)[:, None]  # [B, 1]
+            candidates = targets.clone()
+            candidates[rows, batch.sampled] = True  # [B, I]: targets + fixed negatives
+            sampled_scores = scores.masked_fill(~candidates, float("-inf"))
+            self.metrics[f"{stage}_sampled"].update(sampled_scores, targets, batch.weights)
+            self._sampled_n[stage] = batch.sampled.shape[1]
+
+    def _log_metrics(self, stage: str) -> None:
+        for key, prefix in ((stage, stage), (f"{stage}_sampled", None)):
+            metric = self.metrics[key]
+            if not metric.update_called:
+                continue
+            if prefix is None:
+                prefix = f"{stage}/sampled{self._sampled_n.get(stage, 0)}"
+            values = metric.compute()
+            self.log_dict({f"{prefix}/{k}": v.float() for k, v in values.items()})
+            metric.reset()
+
+    def validation_step(self, batch: EvalBatch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: EvalBatch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def predict_step(self, batch: EvalBatch, batch_idx: int) -> dict[str, Tensor]:
+        """Top-`predict_k` unseen items per user: users [B'], items [B', K], scores [B', K]."""
+        scores, _ = self.masked_scores(batch)  # [B, I]
+        k = min(self.predict_k, self.num_items)
+        top_scores, top_items = scores.topk(k, dim=1)  # [B, K]
+        real = batch.weights > 0  # [B]
+        return {"users": batch.users[real], "items": top_items[real], "scores": top_scores[real]}

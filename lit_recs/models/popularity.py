@@ -1,0 +1,36 @@
+"""Popularity: recommend the items with the most training interactions to everyone.
+
+    s(u, i) = |{u' : (u', i) in train}|
+
+The non-personalised baseline every paper reports. It has no parameters: its counts are read from the
+DataModule's training split when fitting starts and stored as a buffer (so they are in checkpoints).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lit_recs.data.batches import EvalBatch
+from lit_recs.models.base import RecModule
+
+
+class Popularity(RecModule):
+    def __init__(self, num_users: int, num_items: int, **kwargs: Any) -> None:
+        super().__init__(num_users, num_items, **kwargs)
+        self.register_buffer("counts", torch.zeros(num_items))  # [I]
+
+    def on_fit_start(self) -> None:
+        datamodule = self.trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "train"):
+            raise ValueError("Popularity is fitted from a lit_recs DataModule's training split")
+        counts = datamodule.train.item_counts()  # [I]
+        self.counts.copy_(torch.as_tensor(counts, dtype=torch.float32))
+
+    def compute_loss(self, batch: Any) -> None:  # type: ignore[override]
+        return None  # nothing to optimise: counts are set in on_fit_start
+
+    def score(self, batch: EvalBatch) -> Tensor:
+        return self.counts.expand(len(batch), -1)  # [B, I]

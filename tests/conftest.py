@@ -1,0 +1,37 @@
+"""Shared test fixtures: the local MovieLens copy, an isolated run folder, offline W&B."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("LIT_RECS_DATA", str(REPO.parent / "shared" / "datasets"))
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def data_root() -> Path:
+    """`$LIT_RECS_DATA` (CI: ../shared/datasets), else the shared folder beside the checkout."""
+    root = Path(os.environ.get("LIT_RECS_DATA", REPO.parent / "shared" / "datasets"))
+    if not (root / "ml-100k" / "u.data").is_file():
+        raise FileNotFoundError(
+            f"ML-100K not found under {root}: set LIT_RECS_DATA to the folder holding ml-100k/"
+        )
+    return root.resolve()
+
+
+@pytest.fixture(scope="session")
+def ml100k_root() -> Path:
+    return data_root()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every test: W&B offline and silent, runs written under tmp_path, data from the local copy."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.delenv("LIT_RECS_RUN_DIR", raising=False)

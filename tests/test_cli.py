@@ -1,0 +1,161 @@
+"""The `lit-recs` command end to end on ML-100K: results.json, checkpoints, W&B, predict, configs."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from wandb_records import logged_metrics, run_config
+
+from lit_recs.cli import main
+from lit_recs.data.datamodules import RecDataModule
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "1"]
+
+
+def fit(run_dir: Path, *args: str, config: str = "conf/quickstart.yaml") -> dict:
+    main(["fit", "--config", str(REPO / config), "--trainer.default_root_dir", str(run_dir),
+          *FAST, *args])
+    return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("quickstart")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "offline")
+        mp.setenv("WANDB_SILENT", "true")
+        fit(run_dir, "--trainer.max_epochs", "2")
+    return run_dir
+
+
+def test_fit_writes_results_checkpoint_and_config(quickstart_run: Path) -> None:
+    results = json.loads((quickstart_run / "results.json").read_text())
+    metrics = results["metrics"]
+    for key in ("test/ndcg@10", "test/hr@10", "test/mrr@10", "test/recall@10", "test/coverage@10",
+                "test/sampled99/ndcg@10", "val/ndcg@10"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["test/hr@10"] >= metrics["test/ndcg@10"] > 0.0
+    assert results["epochs"] == 2
+    assert results["best_checkpoint"]["monitor"] == "val/ndcg@10"
+    assert Path(results["best_checkpoint"]["path"]) == quickstart_run / "checkpoints" / "best.ckpt"
+    assert (quickstart_run / "checkpoints" / "best.ckpt").is_file()
+    assert (quickstart_run / "config.yaml").is_file()
+    assert results["config"]["model"]["class_path"] == "lit_recs.models.MF"
+    assert len(results["data_fingerprint"]) == 16
+    assert results["timings"]["fit_s"] > 0 and results["timings"]["test_s"] > 0
+    assert results["versions"]["torch"] == torch.__version__
+
+
+def test_wandb_offline_run_holds_test_metrics_and_run_info(quickstart_run: Path) -> None:
+    files = list(quickstart_run.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(files) == 1, "one offline W&B run inside the run folder"
+    logged = logged_metrics(files[0])
+    results = json.loads((quickstart_run / "results.json").read_text())["metrics"]
+    for key in ("test/ndcg@10", "test/hr@10", "test/sampled99/hr@10"):
+        assert logged[key] == pytest.approx(results[key], abs=1e-7)
+    config = run_config(files[0])
+    assert config["data_fingerprint"] == json.loads(
+        (quickstart_run / "results.json").read_text())["data_fingerprint"]
+    assert "git_commit" in config
+    assert config["cli"]["model"]["init_args"]["dim"] == 64
+
+
+def test_test_subcommand_reproduces_metrics_from_checkpoint(quickstart_run: Path,
+                                                           tmp_path: Path) -> None:
+    out = tmp_path / "test-run"
+    main(["test", "--config", str(quickstart_run / "config.yaml"),
+          "--ckpt_path", str(quickstart_run / "checkpoints" / "best.ckpt"),
+          "--trainer.default_root_dir", str(out), "--trainer.logger", "false",
+          "--trainer.enable_progress_bar", "false"])
+    again = json.loads((out / "results.json").read_text())["metrics"]
+    first = json.loads((quickstart_run / "results.json").read_text())["metrics"]
+    for key in ("test/ndcg@10", "test/hr@20", "test/sampled99/ndcg@10"):
+        assert again[key] == pytest.approx(first[key], abs=1e-7)
+
+
+def test_predict_writes_unseen_top_k_with_raw_ids(quickstart_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "predict-run"
+    main(["predict", "--config", str(quickstart_run / "config.yaml"),
+          "--ckpt_path", str(quickstart_run / "checkpoints" / "best.ckpt"),
+          "--trainer.default_root_dir", str(out), "--trainer.logger", "false",
+          "--trainer.enable_progress_bar", "false"])
+    pred = pl.read_parquet(out / "predictions.parquet")
+    assert pred.columns == ["user", "rank", "item", "score"]
+    assert pred["user"].n_unique() == 943 and len(pred) == 943 * 20
+    per_user = pred.group_by("user").agg(pl.col("score").diff().max().alias("d"))
+    assert (per_user["d"] <= 0).all(), "lists are sorted by score"
+    dm = RecDataModule(dataset="ml-100k")  # same split defaults as the quickstart's data
+    seen = set(zip(dm.data.user_ids[dm.data.users].tolist(), dm.data.item_ids[dm.data.items].tolist()))
+    assert not seen & set(zip(pred["user"].to_list(), pred["item"].to_list()))
+
+
+def test_user_model_outside_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = tmp_path / "my_models.py"
+    module.write_text(textwrap.dedent("""
+        from lit_recs import losses
+        from lit_recs.models import MF
+
+        CALLS = []
+
+        class MyMF(MF):
+            def compute_loss(self, batch):
+                CALLS.append(len(batch))
+                pos = self.net(batch.users, batch.pos_items[:, None])
+                neg = self.net(batch.users, batch.neg_items)
+                return losses.hinge(pos, neg, margin=0.5)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = tmp_path / "run"
+    results = fit(run, "--model.class_path", "my_models.MyMF", "--model.init_args.dim", "8",
+                  "--trainer.limit_train_batches", "3", "--trainer.logger", "false")
+    import my_models
+
+    assert my_models.CALLS == [1024, 1024, 1024]
+    assert results["config"]["model"]["class_path"] == "my_models.MyMF"
+    assert results["metrics"]["test/ndcg@10"] > 0
+
+
+CONFIG_PAIRS = [
+    (data, model)
+    for data in sorted(p.name for p in (REPO / "conf" / "data").glob("*.yaml"))
+    for model in sorted(p.name for p in (REPO / "conf" / "model").glob("*.yaml"))
+]
+
+
+@pytest.mark.parametrize(("data", "model"), CONFIG_PAIRS)
+def test_every_config_runs(data: str, model: str, tmp_path: Path) -> None:
+    main(["fit", "--config", str(REPO / "conf" / "base.yaml"),
+          "--data", str(REPO / "conf" / "data" / data), "--model", str(REPO / "conf" / "model" / model),
+          "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false",
+          "--trainer.limit_train_batches", "2", *FAST])
+    metrics = json.loads((tmp_path / "results.json").read_text())["metrics"]
+    assert np.isfinite(metrics["test/ndcg@10"]) and metrics["test/hr@10"] > 0
+
+
+def test_missing_dataset_stops_at_once_with_the_url_and_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(Exception) as err:
+        fit(tmp_path / "run", "--data.init_args.data_dir", str(tmp_path / "empty"))
+    text = str(err.value)
+    assert "files.grouplens.org" in text and str(tmp_path / "empty") in text
+
+
+def test_console_script_is_installed() -> None:
+    bin_dir = Path(sys.executable).parent
+    assert (bin_dir / "lit-recs").is_file()

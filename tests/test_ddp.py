@@ -1,0 +1,51 @@
+"""Two processes (DDP, gloo on CPU) through the real `lit-recs` command: same metrics as one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+COMMON = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+          "--trainer.accelerator", "cpu"]
+
+
+def lit_recs(*args: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("LIT_RECS_RUN_DIR", None)
+    proc = subprocess.run([sys.executable, "-m", "lit_recs", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def metrics(run: Path) -> dict[str, float]:
+    return json.loads((run / "results.json").read_text())["metrics"]
+
+
+def test_two_processes_fit_and_test_like_one(tmp_path: Path) -> None:
+    ddp = tmp_path / "ddp"
+    lit_recs("fit", "--config", "conf/quickstart.yaml", "--trainer.max_epochs", "1",
+             "--trainer.strategy", "ddp", "--trainer.devices", "2",
+             "--trainer.default_root_dir", str(ddp), *COMMON)
+    results = json.loads((ddp / "results.json").read_text())
+    assert results["world_size"] == 2
+    ckpt = ddp / "checkpoints" / "best.ckpt"
+    one = tmp_path / "one"
+    lit_recs("test", "--config", str(ddp / "config.yaml"), "--ckpt_path", str(ckpt),
+             "--trainer.strategy", "auto", "--trainer.devices", "1",
+             "--trainer.default_root_dir", str(one), *COMMON)
+    two = tmp_path / "two"
+    lit_recs("test", "--config", str(ddp / "config.yaml"), "--ckpt_path", str(ckpt),
+             "--trainer.strategy", "ddp", "--trainer.devices", "2",
+             "--trainer.default_root_dir", str(two), *COMMON)
+    m1, m2, m_fit = metrics(one), metrics(two), metrics(ddp)
+    keys = [k for k in m1 if k.startswith("test/")]
+    assert len(keys) >= 30 and "test/sampled99/ndcg@10" in keys
+    for key in keys:
+        assert m2[key] == pytest.approx(m1[key], abs=1e-6), key
+        assert m_fit[key] == pytest.approx(m1[key], abs=1e-6), key

@@ -1,0 +1,226 @@
+"""Splits: partitions of the rows, determinism, and the per-split rules vs brute force."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from lit_recs.data.interactions import Interactions
+from lit_recs.data.splits import Split, leave_one_out, random_split, split, temporal_split
+
+
+def tied_log(seed: int, num_users: int = 40, num_items: int = 30, t_max: int = 5) -> Interactions:
+    """Users with 1, 2, 3, ... events, timestamps from a tiny range (many ties), ratings = row id."""
+    rng = np.random.default_rng(seed)
+    sizes = np.concatenate([[1, 1, 2, 2, 3, 4], rng.integers(1, 25, size=num_users - 6)])
+    users = np.repeat(np.arange(num_users), sizes)
+    users = users[rng.permutation(len(users))]  # interleave users in file order
+    n = len(users)
+    items = rng.integers(0, num_items, size=n)
+    ts = rng.integers(0, t_max, size=n)
+    return Interactions.from_raw(users, items, np.arange(n, dtype=np.float32), ts)
+
+
+def no_dup_log(seed: int, num_users: int = 30, num_items: int = 25, n: int = 400) -> Interactions:
+    """Distinct (user, item) pairs only."""
+    rng = np.random.default_rng(seed)
+    flat = rng.choice(num_users * num_items, size=n, replace=False)
+    ts = rng.integers(0, 8, size=n)
+    return Interactions.from_raw(flat // num_items, flat % num_items,
+                                 np.arange(n, dtype=np.float32), ts)
+
+
+def rows_of(inter: Interactions) -> Counter:
+    """Multiset of (user, item, timestamp, row id)."""
+    return Counter(zip(inter.users.tolist(), inter.items.tolist(), inter.timestamps.tolist(),
+                       inter.ratings.astype(int).tolist()))
+
+
+def row_ids(inter: Interactions) -> list[int]:
+    return inter.ratings.astype(int).tolist()
+
+
+def all_splits(inter: Interactions, seed: int = 0) -> dict[str, Split]:
+    return {
+        "loo": leave_one_out(inter),
+        "random": random_split(inter, (0.7, 0.15, 0.15), seed=seed),
+        "temporal": temporal_split(inter, (0.6, 0.2, 0.2)),
+    }
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_every_split_partitions_the_rows(seed):
+    inter = tied_log(seed)
+    for name, s in all_splits(inter, seed).items():
+        parts = (s.train, s.val, s.test)
+        total = rows_of(s.train) + rows_of(s.val) + rows_of(s.test)
+        assert total == rows_of(inter), name
+        ids = row_ids(s.train) + row_ids(s.val) + row_ids(s.test)
+        assert sorted(ids) == list(range(len(inter))), name  # every row exactly once
+        for p in parts:  # shared id space, no re-indexing
+            assert (p.num_users, p.num_items) == (inter.num_users, inter.num_items), name
+            assert p.user_ids is inter.user_ids and p.item_ids is inter.item_ids
+        assert len(s.val) > 0 and len(s.test) > 0, name
+
+
+def test_split_dispatch_and_unknown_name():
+    inter = tied_log(0)
+    assert row_ids(split(inter, "loo").test) == row_ids(leave_one_out(inter).test)
+    assert row_ids(split(inter, "random", (0.8, 0.1, 0.1), 3).test) == row_ids(
+        random_split(inter, (0.8, 0.1, 0.1), 3).test)
+    assert row_ids(split(inter, "temporal", (0.5, 0.25, 0.25)).val) == row_ids(
+        temporal_split(inter, (0.5, 0.25, 0.25)).val)
+    with pytest.raises(ValueError, match="split must be"):
+        split(inter, "chronological")
+
+
+@pytest.mark.parametrize(
+    "ratios", [(0.5, 0.5, 0.5), (0.0, 0.5, 0.5), (1.2, -0.1, -0.1), (0.8, 0.2), (0.8, 0.1, 0.05)]
+)
+def test_bad_ratios_raise(ratios):
+    inter = tied_log(0)
+    with pytest.raises(ValueError, match="split_ratios"):
+        random_split(inter, ratios)
+    with pytest.raises(ValueError, match="split_ratios"):
+        temporal_split(inter, ratios)
+
+
+# ------------------------------------------------------------------ leave-one-out
+@pytest.mark.parametrize("seed", range(3))
+def test_leave_one_out_matches_brute_force(seed):
+    inter = tied_log(seed)
+    s = leave_one_out(inter)
+    exp_val, exp_test = set(), set()
+    for u in range(inter.num_users):
+        rows = [r for r in range(len(inter)) if inter.users[r] == u]
+        rows.sort(key=lambda r: (inter.timestamps[r], r))  # time, ties by file order
+        if len(rows) >= 2:
+            exp_test.add(rows[-1])
+        if len(rows) >= 3:
+            exp_val.add(rows[-2])
+    assert set(row_ids(s.test)) == exp_test
+    assert set(row_ids(s.val)) == exp_val
+    counts = inter.user_counts()
+    test_users = Counter(s.test.users.tolist())
+    val_users = Counter(s.val.users.tolist())
+    for u in range(inter.num_users):
+        assert test_users[u] == (1 if counts[u] >= 2 else 0)
+        assert val_users[u] == (1 if counts[u] >= 3 else 0)
+    single = np.flatnonzero(counts == 1)
+    assert len(single) >= 2 and set(single) <= set(s.train.users.tolist())
+
+
+def test_leave_one_out_ties_go_to_the_later_row():
+    # user 0: three events all at t=7 -> rows 0, 1, 2 in file order; row 3 is earlier
+    inter = Interactions.from_raw(np.zeros(4, int), np.array([10, 11, 12, 13]),
+                                  np.arange(4, dtype=np.float32), np.array([7, 7, 7, 1]))
+    s = leave_one_out(inter)
+    assert row_ids(s.test) == [2]
+    assert row_ids(s.val) == [1]
+    assert sorted(row_ids(s.train)) == [0, 3]
+
+
+# ------------------------------------------------------------------ random
+def ratio_counts_reference(n: int, ratios: tuple[float, float, float]) -> tuple[int, int, int]:
+    """(train, val, test) for a user with n events: floor(ratio * n); test then val raised to 1
+    when the ratio is > 0 and the events not yet given away are at least 2."""
+    n_val = math.floor(ratios[1] * n)
+    n_test = math.floor(ratios[2] * n)
+    if n_test == 0 and ratios[2] > 0 and n - n_val - n_test > 1:
+        n_test = 1
+    if n_val == 0 and ratios[1] > 0 and n - n_val - n_test > 1:
+        n_val = 1
+    return n - n_val - n_test, n_val, n_test
+
+
+def test_ratio_counts_reference_table():
+    r = (0.8, 0.1, 0.1)
+    table = {1: (1, 0, 0), 2: (1, 0, 1), 3: (1, 1, 1), 4: (2, 1, 1), 10: (8, 1, 1),
+             19: (17, 1, 1), 20: (16, 2, 2), 25: (21, 2, 2)}
+    for n, expected in table.items():
+        assert ratio_counts_reference(n, r) == expected
+    assert ratio_counts_reference(5, (0.9, 0.0, 0.1)) == (4, 0, 1)
+
+
+@pytest.mark.parametrize("ratios", [(0.8, 0.1, 0.1), (0.6, 0.2, 0.2), (0.9, 0.0, 0.1), (0.5, 0.3, 0.2)])
+@pytest.mark.parametrize("seed", [0, 5])
+def test_random_split_per_user_counts(ratios, seed):
+    inter = tied_log(seed)
+    s = random_split(inter, ratios, seed=seed)
+    counts = inter.user_counts()
+    got = [Counter(p.users.tolist()) for p in (s.train, s.val, s.test)]
+    for u in range(inter.num_users):
+        expected = ratio_counts_reference(int(counts[u]), ratios)
+        assert (got[0][u], got[1][u], got[2][u]) == expected, (u, counts[u])
+        assert got[0][u] >= 1  # every user keeps something to train on
+    if ratios[1] == 0:
+        assert len(s.val) == 0
+
+
+def test_random_split_deterministic_per_seed_and_varies_across_seeds():
+    inter = tied_log(1)
+    a = random_split(inter, seed=11)
+    b = random_split(inter, seed=11)
+    for pa, pb in zip((a.train, a.val, a.test), (b.train, b.val, b.test)):
+        assert row_ids(pa) == row_ids(pb)
+    c = random_split(inter, seed=12)
+    assert set(row_ids(a.test)) != set(row_ids(c.test))
+    assert set(row_ids(a.val)) != set(row_ids(c.val))
+    # per-user counts do not depend on the seed
+    assert Counter(a.test.users.tolist()) == Counter(c.test.users.tolist())
+
+
+def test_random_split_is_not_the_time_order():
+    """Over seeds, the test rows of the busiest user change and are not always its last event."""
+    inter = tied_log(2)
+    big = int(np.argmax(inter.user_counts()))
+    last_rows = set(row_ids(leave_one_out(inter).test))
+    hits = []
+    for seed in range(6):
+        test = random_split(inter, seed=seed).test
+        hits.append(frozenset(row_ids(test.select(test.users == big))))
+    assert any(not h <= last_rows for h in hits)
+    assert len(set(hits)) > 1
+
+
+# ------------------------------------------------------------------ temporal
+@pytest.mark.parametrize("ratios", [(0.8, 0.1, 0.1), (0.6, 0.2, 0.2), (0.7, 0.0, 0.3)])
+@pytest.mark.parametrize("seed", range(3))
+def test_temporal_split_orders_time_and_matches_brute_force(ratios, seed):
+    inter = tied_log(seed, t_max=6)
+    s = temporal_split(inter, ratios)
+    tr, va, te = s.train.timestamps, s.val.timestamps, s.test.timestamps
+    assert tr.max() <= te.min()
+    if len(va):
+        assert tr.max() <= va.min() and va.max() <= te.min()
+    n = len(inter)
+    order = sorted(range(n), key=lambda r: (inter.timestamps[r], r))
+    cut1 = round(ratios[0] * n)
+    cut2 = round((ratios[0] + ratios[1]) * n)
+    assert sorted(row_ids(s.train)) == sorted(order[:cut1])
+    assert sorted(row_ids(s.val)) == sorted(order[cut1:cut2])
+    assert sorted(row_ids(s.test)) == sorted(order[cut2:])
+
+
+def test_temporal_split_needs_timestamps():
+    inter = Interactions.from_raw(np.array([0, 1, 2]), np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match="timestamps"):
+        temporal_split(inter)
+
+
+# ------------------------------------------------------------------ leakage
+@pytest.mark.parametrize("seed", range(3))
+def test_no_evaluation_pair_reaches_training(seed):
+    inter = no_dup_log(seed)
+    pairs = list(zip(inter.users.tolist(), inter.items.tolist()))
+    assert len(set(pairs)) == len(pairs)
+    for name, s in all_splits(inter, seed).items():
+        train = set(zip(s.train.users.tolist(), s.train.items.tolist()))
+        val = set(zip(s.val.users.tolist(), s.val.items.tolist()))
+        test = set(zip(s.test.users.tolist(), s.test.items.tolist()))
+        assert test and not test & train, name
+        assert not val & train, name
+        assert not val & test, name
