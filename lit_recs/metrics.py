@@ -51,14 +51,18 @@ def target_slots(targets: Tensor) -> tuple[Tensor, Tensor]:
 
     Returns ``(index [B, T] long, valid [B, T] bool)``; padded slots hold index 0, valid False.
     """
-    batch = targets.shape[0]
     rows, cols = targets.nonzero(as_tuple=True)  # [N], [N], row-major so cols ascend per row
+    return slots_from_pairs(rows, cols, targets.shape[0])
+
+
+def slots_from_pairs(rows: Tensor, cols: Tensor, batch: int) -> tuple[Tensor, Tensor]:
+    """`target_slots` from (row, item) pairs already sorted by row, then item: no [B, I] pass."""
     counts = torch.bincount(rows, minlength=batch)  # [B]
-    t_max = int(counts.max()) if batch > 0 else 0
+    t_max = int(counts.max()) if batch > 0 and rows.numel() else 0
     start = torch.cumsum(counts, 0) - counts  # [B] offset of each row's first target in rows/cols
-    slot = torch.arange(rows.numel(), device=targets.device) - start[rows]  # [N]
-    index = torch.zeros(batch, t_max, dtype=torch.long, device=targets.device)  # [B, T]
-    valid = torch.zeros(batch, t_max, dtype=torch.bool, device=targets.device)  # [B, T]
+    slot = torch.arange(rows.numel(), device=rows.device) - start[rows]  # [N]
+    index = torch.zeros(batch, t_max, dtype=torch.long, device=rows.device)  # [B, T]
+    valid = torch.zeros(batch, t_max, dtype=torch.bool, device=rows.device)  # [B, T]
     index[rows, slot] = cols
     valid[rows, slot] = True
     return index, valid
@@ -70,7 +74,7 @@ def _positions_single(scores: Tensor, index: Tensor) -> Tensor:
     Counts ``s_j >= s_t`` over all items and subtracts the target itself (the row's only target).
     """
     s_t = scores.gather(1, index)  # [B, 1]
-    return (scores >= s_t).sum(1, keepdim=True) - 1  # [B, 1]
+    return (scores >= s_t).sum(1, keepdim=True, dtype=torch.int32).long() - 1  # [B, 1]
 
 
 def _nontargets_at_or_above(scores: Tensor, targets: Tensor, s_t: Tensor) -> Tensor:

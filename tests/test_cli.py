@@ -159,3 +159,15 @@ def test_missing_dataset_stops_at_once_with_the_url_and_folder(
 def test_console_script_is_installed() -> None:
     bin_dir = Path(sys.executable).parent
     assert (bin_dir / "lit-recs").is_file()
+
+
+def test_readme_model_example_trains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 'Adding a model' code in the README runs as written through the CLI."""
+    text = (REPO / "README.md").read_text()
+    code = text.split("## Adding a model", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    (tmp_path / "readme_model.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    results = fit(tmp_path / "run", "--data", str(REPO / "conf" / "data" / "ml-100k.yaml"),
+                  "--model.class_path", "readme_model.ItemBiasOnly", "--trainer.logger", "false",
+                  config="conf/base.yaml")
+    assert results["metrics"]["test/hr@10"] > 0.2  # an item-popularity-like model, far from random

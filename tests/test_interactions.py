@@ -337,3 +337,22 @@ def test_post_init_range_and_length_errors():
         _make([0, 1], [1, 2], ratings=np.ones(3, np.float32))
     with pytest.raises(ValueError, match="'timestamps'"):
         _make([0, 1], [1, 2], timestamps=np.ones(1, np.int64))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        np.array([5, 3, 5, 9, 3, 3]),  # compact ints: lookup-table path
+        np.array([10**12, 7, 10**12, -4]),  # sparse ints: sort path
+        np.array([-3, -1, -3, 0], dtype=np.int32),
+        np.array(["b", "a", "b", "c"]),
+    ],
+)
+def test_index_ids_equals_numpy_unique(raw: np.ndarray) -> None:
+    from lit_recs.data.interactions import index_ids
+
+    ids, idx = index_ids(raw)
+    ref_ids, ref_idx = np.unique(raw, return_inverse=True)
+    assert ids.dtype == ref_ids.dtype
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_array_equal(idx, ref_idx)

@@ -99,7 +99,7 @@ def test_user_with_every_item_raises():
 
 def test_not_enough_distinct_negatives_raises():
     sampler = NegativeSampler(as_csr(dense_positives(7)))
-    with pytest.raises(RuntimeError, match="could not draw"):
+    with pytest.raises(ValueError, match="items left to draw"):
         sampler.sample(np.array([0]), 4, np.random.default_rng(0), distinct=True)  # only 3 left
 
 
@@ -255,3 +255,21 @@ def test_epoch_permutation_changes_per_epoch_and_is_seeded():
     s = EpochBatchSampler(200, 16, seed=0)
     assert sorted(np.concatenate(epoch_rows(s)).tolist()) == list(range(200))
     assert np.concatenate(epoch_rows(s)).tolist() != list(range(200))
+
+
+def test_users_with_few_items_left_always_get_their_negatives() -> None:
+    """Rejection alone fails often when 1-3 of 1000 items are left; the exact fallback never does."""
+    num_items = 1000
+    rows, cols = [], []
+    for user, left in enumerate([1, 2, 3]):
+        rows += [user] * (num_items - left)
+        cols += list(range(left, num_items))
+    pos = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(3, num_items))
+    sampler = NegativeSampler(pos)
+    for seed in range(20):
+        neg = sampler.sample(np.array([0, 1, 2]), 1, np.random.default_rng(seed))
+        assert neg[0, 0] == 0 and neg[1, 0] in (0, 1) and neg[2, 0] in (0, 1, 2)
+        both = sampler.sample(np.array([2]), 3, np.random.default_rng(seed), distinct=True)
+        assert sorted(both[0].tolist()) == [0, 1, 2]
+    with pytest.raises(ValueError, match="user 1 has 2 items left"):
+        sampler.sample(np.array([1]), 3, np.random.default_rng(0), distinct=True)

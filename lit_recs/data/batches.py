@@ -24,8 +24,9 @@ class PairBatch:
 class EvalBatch:
     """Evaluation users with what to exclude from their ranking and what to find in it.
 
-    `seen` and `targets` are (row, item) index pairs into the [B, I] score matrix; rows of padding
-    users (weight 0) have none. `sampled` holds the sampled protocol's fixed negatives.
+    `seen` and `targets` are (row, item) index pairs into the [B, I] score matrix, sorted by row
+    then item; rows of padding users (weight 0) have none. `sampled` holds the sampled
+    protocol's fixed negatives.
     """
 
     users: Tensor  # [B] long (padding rows: 0)

@@ -110,6 +110,11 @@ class RecDataModule(LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
+        if split not in ("random", "loo", "temporal"):
+            raise ValueError(f"split must be 'random', 'loo' or 'temporal', got {split!r}")
+        if sampled_distribution not in ("uniform", "popularity"):
+            raise ValueError("sampled_distribution must be 'uniform' or 'popularity', got "
+                             f"{sampled_distribution!r}")
         self.source = resolve(dataset, data_dir)
         self.rating_threshold, self.dedup = rating_threshold, dedup
         self.min_user, self.min_item = min_user_interactions, min_item_interactions
@@ -123,7 +128,7 @@ class RecDataModule(LightningDataModule):
 
     # ------------------------------------------------------------ data, lazily
     def prepare_data(self) -> None:
-        self.source.load()  # downloads once, on one process
+        self.source.prepare()  # downloads once, on one process
 
     @property
     def data(self) -> Interactions:
@@ -158,7 +163,7 @@ class RecDataModule(LightningDataModule):
         """Names the exact data a run saw: source, preprocessing, split and the resulting log."""
         spec = (f"{self.source.name}|{self.rating_threshold}|{self.dedup}|{self.min_user}|"
                 f"{self.min_item}|{self.split_how}|{self.split_ratios}|{self.seed}|"
-                f"{self.data.fingerprint()}")
+                f"{self.sampled_negatives}|{self.sampled_distribution}|{self.data.fingerprint()}")
         return hashlib.sha256(spec.encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------ process layout
@@ -279,6 +284,9 @@ class NegativeSamplingDataModule(RecDataModule):
         super().__init__(*args, **kwargs)
         if num_negatives < 1:
             raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+        if negative_distribution not in ("uniform", "popularity"):
+            raise ValueError("negative_distribution must be 'uniform' or 'popularity', got "
+                             f"{negative_distribution!r}")
         self.num_negatives = num_negatives
         self.negative_distribution, self.negative_alpha = negative_distribution, negative_alpha
 

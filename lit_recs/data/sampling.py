@@ -15,7 +15,7 @@ import scipy.sparse as sp
 import torch
 
 DISTRIBUTIONS = ("uniform", "popularity")
-MAX_ROUNDS = 200
+FAST_ROUNDS = 32  # vectorised rejection rounds before the exact per-row fallback
 
 
 class NegativeSampler:
@@ -38,12 +38,15 @@ class NegativeSampler:
         rows = np.repeat(np.arange(pos.shape[0], dtype=np.int64), np.diff(pos.indptr))  # [nnz]
         self._keys = rows * self.num_items + pos.indices.astype(np.int64)  # [nnz], sorted
         self._user_degree = np.diff(pos.indptr)  # [U]
+        self._pos = pos
+        self._weights = np.ones(self.num_items)  # [I] sampling weight of each item
         self._cdf = None
         if distribution == "popularity":
             counts = np.asarray(pos.sum(axis=0)).ravel().astype(np.float64)  # [I]
             weights = np.zeros_like(counts)  # [I]; unseen items stay 0 (0 ** 0 would be 1)
             seen = counts > 0
             weights[seen] = counts[seen] ** alpha
+            self._weights = weights
             self._cdf = np.cumsum(weights)  # [I]
 
     def _draw(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -68,17 +71,42 @@ class NegativeSampler:
             raise ValueError(f"user {int(users[full][0])} interacted with every item: no negative "
                              "to draw")
         neg = self._draw((len(users), n), rng)  # [B, n]
-        for _ in range(MAX_ROUNDS):
-            bad = self.is_positive(users[:, None], neg)  # [B, n]
-            if distinct:
-                bad |= _repeats(neg)
+        for _ in range(FAST_ROUNDS):
+            bad = self._rejected(users, neg, distinct)  # [B, n]
             if not bad.any():
                 return neg
             neg[bad] = self._draw((int(bad.sum()),), rng)
-        raise RuntimeError(
-            f"could not draw {n} negatives in {MAX_ROUNDS} rounds: some users have (almost) no "
-            "item left under this distribution; lower the number of negatives"
-        )
+        return self._fallback(users, neg, self._rejected(users, neg, distinct), rng, distinct)
+
+    def _rejected(self, users: np.ndarray, neg: np.ndarray, distinct: bool) -> np.ndarray:
+        bad = self.is_positive(users[:, None], neg)  # [B, n]
+        return bad | _repeats(neg) if distinct else bad
+
+    def _fallback(
+        self,
+        users: np.ndarray,
+        neg: np.ndarray,
+        bad: np.ndarray,
+        rng: np.random.Generator,
+        distinct: bool,
+    ) -> np.ndarray:
+        """Exact redraw for the few rows whose users have almost no item left to draw."""
+        for row in np.flatnonzero(bad.any(axis=1)):
+            user = int(users[row])
+            allowed = self._weights > 0  # [I]
+            allowed[self._pos.indices[self._pos.indptr[user] : self._pos.indptr[user + 1]]] = False
+            if distinct:
+                allowed[neg[row][~bad[row]]] = False  # values already valid in this row
+            need = int(bad[row].sum())
+            pool = np.flatnonzero(allowed)
+            if len(pool) == 0 or (distinct and len(pool) < need):
+                raise ValueError(
+                    f"user {user} has {len(pool)} items left to draw as negatives under this "
+                    f"distribution, {need} more needed: lower the number of negatives"
+                )
+            p = self._weights[pool] / self._weights[pool].sum()
+            neg[row, bad[row]] = rng.choice(pool, size=need, replace=not distinct, p=p)
+        return neg
 
 
 def _repeats(x: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
 from lit_recs.data.batches import EvalBatch
-from lit_recs.metrics import RankingMetrics
+from lit_recs.metrics import RankingMetrics, slots_from_pairs
 
 
 def _adam(params: Any) -> torch.optim.Optimizer:
@@ -55,9 +55,11 @@ class RecModule(LightningModule):
         self.num_users, self.num_items = num_users, num_items
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.top_k, self.mask_seen, self.predict_k = tuple(top_k), mask_seen, predict_k
-        self.metrics = torch.nn.ModuleDict({
-            name: RankingMetrics(self.top_k, num_items)
-            for name in ("val", "val_sampled", "test", "test_sampled")
+        self.metrics = torch.nn.ModuleDict({  # coverage only for full ranking
+            "val": RankingMetrics(self.top_k, num_items),
+            "test": RankingMetrics(self.top_k, num_items),
+            "val_sampled": RankingMetrics(self.top_k),
+            "test_sampled": RankingMetrics(self.top_k),
         })
         self._sampled_n: dict[str, int] = {}
 
@@ -86,24 +88,38 @@ class RecModule(LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def masked_scores(self, batch: EvalBatch) -> tuple[Tensor, Tensor]:
-        """Scores [B, I] with excluded items at -inf, and the target mask [B, I]."""
+        """Scores [B, I] with seen items at -inf (held-out targets never masked), targets [B, I]."""
         scores = self.score(batch).float()  # [B, I]
         targets = batch.target_mask(self.num_items)  # [B, I]
-        if self.mask_seen:
-            exclude = batch.seen_mask(self.num_items) & ~targets  # [B, I]
-            scores = scores.masked_fill(exclude, float("-inf"))
+        if self.mask_seen and batch.seen.numel():
+            t_rows, t_items = batch.targets  # [T], [T]
+            kept = scores[t_rows, t_items]  # [T]
+            minus_inf = torch.tensor(float("-inf"), device=scores.device)
+            scores = scores.index_put((batch.seen[0], batch.seen[1]), minus_inf)  # copy, [B, I]
+            scores[t_rows, t_items] = kept
         return scores, targets
 
     def _evaluate(self, batch: EvalBatch, stage: str) -> None:
         scores, targets = self.masked_scores(batch)  # [B, I], [B, I]
         self.metrics[stage].update(scores, targets, batch.weights)
         if batch.sampled is not None:
-            rows = torch.arange(len(batch), device=scores.device)[:, None]  # [B, 1]
-            candidates = targets.clone()
-            candidates[rows, batch.sampled] = True  # [B, I]: targets + fixed negatives
-            sampled_scores = scores.masked_fill(~candidates, float("-inf"))
-            self.metrics[f"{stage}_sampled"].update(sampled_scores, targets, batch.weights)
-            self._sampled_n[stage] = batch.sampled.shape[1]
+            self._evaluate_sampled(scores, targets, batch, stage)
+
+    def _evaluate_sampled(self, scores: Tensor, targets: Tensor, batch: EvalBatch,
+                          stage: str) -> None:
+        """Sampled protocol: rank each user's targets among its N fixed negatives only.
+
+        The candidates form a small [B, N + T] matrix (negatives, then the targets in item order),
+        ranked by the same metric code as the full catalogue.
+        """
+        n = batch.sampled.shape[1]
+        slots, valid = slots_from_pairs(*batch.targets, len(batch))  # [B, T], [B, T]
+        candidates = torch.cat([batch.sampled, slots], dim=1)  # [B, N + T]
+        cand_scores = scores.gather(1, candidates)  # [B, N + T]
+        cand_scores[:, n:] = cand_scores[:, n:].masked_fill(~valid, float("-inf"))
+        cand_targets = torch.cat([torch.zeros_like(batch.sampled, dtype=torch.bool), valid], 1)
+        self.metrics[f"{stage}_sampled"].update(cand_scores, cand_targets, batch.weights)
+        self._sampled_n[stage] = n
 
     def _log_metrics(self, stage: str) -> None:
         for key, prefix in ((stage, stage), (f"{stage}_sampled", None)):

@@ -48,10 +48,13 @@ class MFNet(nn.Module):
 
     def score_all(self, users: Tensor) -> Tensor:
         """users [B] -> scores for every item [B, I]."""
-        scores = self.user(users) @ self.item.weight.T  # [B, I]
-        if self.user_bias is not None:
-            scores = scores + self.user_bias(users) + self.item_bias.weight.T  # [B, I]
-        return scores
+        if self.user_bias is None:
+            return self.user(users) @ self.item.weight.T  # [B, I]
+        ones_u = torch.ones_like(self.user_bias(users))  # [B, 1]
+        ones_i = torch.ones_like(self.item_bias.weight)  # [I, 1]
+        left = torch.cat([self.user(users), self.user_bias(users), ones_u], 1)  # [B, D + 2]
+        right = torch.cat([self.item.weight, ones_i, self.item_bias.weight], 1)  # [I, D + 2]
+        return left @ right.T  # [B, I]: <p_u, q_i> + b_u + b_i in one matmul
 
 
 class MF(RecModule):

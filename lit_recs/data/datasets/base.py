@@ -13,6 +13,10 @@ class DataSource(ABC):
 
     name: str = "data"
 
+    def prepare(self) -> object:
+        """Fetch what `load` needs (downloads); called once, on one process. Default: nothing."""
+        return None
+
     @abstractmethod
     def load(self) -> Interactions:
         """Read (and if needed download) the data; raw ids indexed contiguously."""
