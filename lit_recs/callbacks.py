@@ -31,6 +31,17 @@ def git_commit(path: str | Path | None = None) -> str | None:
     return out.stdout.strip() or None
 
 
+def git_dirty(path: str | Path | None = None) -> bool | None:
+    """Whether the checkout has uncommitted changes to tracked files (None outside git)."""
+    where = Path(path) if path else Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                             capture_output=True, text=True, timeout=5, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip())
+
+
 def versions() -> dict[str, str]:
     import lit_recs
 
@@ -102,6 +113,7 @@ class ResultsWriter(Callback):
             "timings": self.timings,
             "data_fingerprint": getattr(datamodule, "fingerprint", None),
             "git_commit": git_commit(),
+            "git_dirty": git_dirty(),
             "world_size": trainer.world_size,
             "versions": versions(),
         }
@@ -113,7 +125,8 @@ class ResultsWriter(Callback):
 class TopKWriter(BasePredictionWriter):
     """Writes `predict`'s top-K lists with raw ids to `<default_root_dir>/predictions.parquet`.
 
-    Columns: user, rank (1 = best), item, score. With several processes each writes
+    Columns: user, rank (1 = best), item, score; seen items never appear (a user with fewer than K
+    unseen items gets a shorter list). With several processes each writes
     `predictions-rank<r>.parquet` (every user is in exactly one of them).
     """
 
@@ -136,11 +149,12 @@ class TopKWriter(BasePredictionWriter):
         self._parts = []
         data = trainer.datamodule.data
         k = items.shape[1]
+        real = np.isfinite(scores.reshape(-1))  # users with < K unseen items: -inf fill dropped
         frame = pl.DataFrame({
-            "user": data.user_ids[np.repeat(users, k)],
-            "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(users)),
-            "item": data.item_ids[items.reshape(-1)],
-            "score": scores.reshape(-1).astype(np.float32),
+            "user": data.user_ids[np.repeat(users, k)][real],
+            "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(users))[real],
+            "item": data.item_ids[items.reshape(-1)][real],
+            "score": scores.reshape(-1).astype(np.float32)[real],
         })
         name = self.filename
         if trainer.world_size > 1:

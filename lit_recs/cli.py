@@ -10,7 +10,8 @@ What this adds to LightningCLI:
   holds config.yaml, checkpoints/, results.json, the W&B files and predictions;
 - W&B runs offline, without prompting, when no credentials are configured; the run's config gets
   the resolved CLI config, the dataset fingerprint and the git commit;
-- `fit` ends with `test` on the best checkpoint when `test_after_fit` is true;
+- `fit` ends with `validate` and `test` on the best checkpoint when `test_after_fit` is true, so
+  the val/* and test/* metrics in results.json describe the same epoch;
 - `predict` writes each user's top-K unseen items (raw ids) to `<run>/predictions.parquet`.
 """
 
@@ -24,12 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 
-from lit_recs.callbacks import ResultsWriter, TopKWriter, git_commit
+from lit_recs.callbacks import ResultsWriter, TopKWriter, git_commit, git_dirty
 from lit_recs.data.datamodules import RecDataModule
 from lit_recs.models.base import RecModule
 
@@ -52,6 +54,27 @@ def _is_launcher_child() -> bool:
     return os.environ.get(RUN_DIR_ENV) is not None and int(os.environ.get("LOCAL_RANK", "0")) > 0
 
 
+def run_folder(root: str | None, model_class: str, subcommand: str | None) -> str:
+    """The folder this run writes to; the same on every process of a multi-process run.
+
+    - no `default_root_dir`: `runs/<model>-<time>-<id>`; under torchrun / SLURM the id is the job's,
+      so that every process names the same folder;
+    - `validate`/`test`/`predict` pointed at a folder that already holds a run's results.json (e.g.
+      through that run's config.yaml) write into a new subfolder `<subcommand>-<time>-<id>` of it, so
+      they never overwrite the run they evaluate.
+    """
+    if _is_launcher_child():
+        return os.environ[RUN_DIR_ENV]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    job = os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("SLURM_JOB_ID")
+    suffix = f"job{job}" if job and job != "none" else f"{stamp}-{secrets.token_hex(2)}"
+    if root is None:
+        return f"runs/{model_class.rsplit('.', 1)[-1].lower()}-{suffix}"
+    if subcommand != "fit" and (Path(root) / "results.json").is_file():
+        return str(Path(root) / f"{subcommand}-{suffix}")
+    return str(root)
+
+
 class RecCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("model_class", RecModule)
@@ -67,29 +90,28 @@ class RecCLI(LightningCLI):
         parser.link_arguments("data.num_items", "model.init_args.num_items", apply_on="instantiate")
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="after fit, test the best checkpoint (fit only)")
+        parser.add_argument("--torch_num_threads", type=int | None, default=None,
+                            help="CPU threads for torch ops (None: torch's default)")
 
     # ---------------------------------------------------------------- run folder
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("torch_num_threads"):
+            torch.set_num_threads(config.torch_num_threads)
         trainer = config.trainer
-        if trainer.default_root_dir is None:
-            if _is_launcher_child():
-                trainer.default_root_dir = os.environ[RUN_DIR_ENV]
-            else:
-                model = str(config.model.class_path).rsplit(".", 1)[-1].lower()
-                stamp = time.strftime("%Y%m%d-%H%M%S")
-                trainer.default_root_dir = f"runs/{model}-{stamp}-{secrets.token_hex(2)}"
-        os.environ[RUN_DIR_ENV] = str(trainer.default_root_dir)
+        root = run_folder(trainer.default_root_dir, str(config.model.class_path), self.subcommand)
+        os.environ[RUN_DIR_ENV] = root
         for cb in _as_list(trainer.callbacks):
             if _class_name(cb).endswith("ModelCheckpoint") and not cb.init_args.get("dirpath"):
-                cb.init_args["dirpath"] = str(Path(trainer.default_root_dir) / "checkpoints")
+                cb.init_args["dirpath"] = str(Path(root) / "checkpoints")
         for lg in _as_list(trainer.logger):
-            unset = lg.init_args.get("save_dir") in (None, "", ".")
-            if _class_name(lg).endswith("WandbLogger") and unset:
-                lg.init_args["save_dir"] = str(trainer.default_root_dir)
+            derived = lg.init_args.get("save_dir") in (None, "", ".", trainer.default_root_dir)
+            if _class_name(lg).endswith("WandbLogger") and derived:
+                lg.init_args["save_dir"] = root
+        trainer.default_root_dir = root
         if any(_class_name(lg).endswith("WandbLogger") for lg in _as_list(trainer.logger)):
             ensure_wandb_mode()
-            Path(trainer.default_root_dir).mkdir(parents=True, exist_ok=True)
+            Path(root).mkdir(parents=True, exist_ok=True)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         trainer = super().instantiate_trainer(**kwargs)
@@ -112,6 +134,7 @@ class RecCLI(LightningCLI):
             "cli": self._config_dict(),
             "data_fingerprint": getattr(self.datamodule, "fingerprint", None),
             "git_commit": git_commit(),
+            "git_dirty": git_dirty(),
             "subcommand": self.subcommand,
         }
         for lg in self.trainer.loggers:
@@ -131,9 +154,11 @@ class RecCLI(LightningCLI):
         if not config.get("test_after_fit", True) or self.trainer.interrupted:
             return
         ckpt = self.trainer.checkpoint_callback
-        has_best = isinstance(ckpt, ModelCheckpoint) and bool(ckpt.best_model_path)
-        self.trainer.test(self.model, datamodule=self.datamodule,
-                          ckpt_path="best" if has_best else None)
+        best = "best" if isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_path else None
+        if best:  # so that results.json's val/* and test/* describe the same (best) epoch
+            self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=best,
+                                  verbose=False)
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -154,11 +179,17 @@ def finish_wandb(cli: LightningCLI) -> None:
             lg._experiment.finish()
 
 
-def main(args: list[str] | None = None) -> RecCLI:
+def run(args: list[str] | None = None) -> RecCLI:
+    """Run the CLI in this process (tests, notebooks) and return it."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cli = RecCLI(args=args)
     finish_wandb(cli)
     return cli
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console-script entry point: returns None so that a successful run exits with status 0."""
+    run(args)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,9 @@ def test_fit_writes_results_checkpoint_and_config(quickstart_run: Path) -> None:
     assert len(results["data_fingerprint"]) == 16
     assert results["timings"]["fit_s"] > 0 and results["timings"]["test_s"] > 0
     assert results["versions"]["torch"] == torch.__version__
+    assert results["git_dirty"] in (True, False, None)
+    # fit ends by validating the best checkpoint: val/* and test/* describe the same epoch
+    assert metrics["val/ndcg@10"] == pytest.approx(results["best_checkpoint"]["score"], abs=1e-6)
 
 
 def test_wandb_offline_run_holds_test_metrics_and_run_info(quickstart_run: Path) -> None:
@@ -171,3 +174,17 @@ def test_readme_model_example_trains(tmp_path: Path, monkeypatch: pytest.MonkeyP
                   "--model.class_path", "readme_model.ItemBiasOnly", "--trainer.logger", "false",
                   config="conf/base.yaml")
     assert results["metrics"]["test/hr@10"] > 0.2  # an item-popularity-like model, far from random
+
+
+def test_evaluating_a_run_from_its_config_never_overwrites_it(quickstart_run: Path) -> None:
+    before = (quickstart_run / "results.json").read_text()
+    main(["test", "--config", str(quickstart_run / "config.yaml"),
+          "--ckpt_path", str(quickstart_run / "checkpoints" / "best.ckpt"),
+          "--trainer.enable_progress_bar", "false"])
+    assert (quickstart_run / "results.json").read_text() == before
+    nested = list(quickstart_run.glob("test-*/results.json"))
+    assert len(nested) == 1
+    again = json.loads(nested[0].read_text())["metrics"]
+    first = json.loads(before)["metrics"]
+    assert again["test/ndcg@10"] == pytest.approx(first["test/ndcg@10"], abs=1e-7)
+    assert list(nested[0].parent.glob("wandb/offline-run-*/run-*.wandb")), "W&B files beside it"

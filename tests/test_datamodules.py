@@ -307,3 +307,21 @@ def test_bad_split_name():
 def test_base_datamodule_has_no_training_batches():
     with pytest.raises(NotImplementedError, match="NegativeSamplingDataModule"):
         RecDataModule(dataset=synthetic()).train_dataloader()
+
+
+def test_training_randomness_follows_the_global_seed_on_a_fixed_split(monkeypatch) -> None:
+    from lit_recs.data.datasets import Synthetic
+
+    def epoch(global_seed: str) -> tuple[np.ndarray, np.ndarray]:
+        monkeypatch.setenv("PL_GLOBAL_SEED", global_seed)
+        dm = NegativeSamplingDataModule(dataset=Synthetic(num_users=50, num_items=80, seed=1),
+                                        seed=5, batch_size=64)
+        batch = next(iter(dm.train_dataloader()))
+        return dm.splits.test.items, batch.neg_items.numpy()
+
+    test_a, neg_a = epoch("1")
+    test_b, neg_b = epoch("2")
+    test_c, neg_c = epoch("1")
+    np.testing.assert_array_equal(test_a, test_b)  # the protocol (split) is fixed by data.seed
+    assert not np.array_equal(neg_a, neg_b)  # training batches follow seed_everything
+    np.testing.assert_array_equal(neg_a, neg_c)

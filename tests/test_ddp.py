@@ -16,9 +16,11 @@ COMMON = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
 
 
 def lit_recs(*args: str) -> None:
+    """The installed console script, as a user runs it; a successful run must exit with 0."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("LIT_RECS_RUN_DIR", None)
-    proc = subprocess.run([sys.executable, "-m", "lit_recs", *args], cwd=REPO, env=env,
+    script = Path(sys.executable).parent / "lit-recs"
+    proc = subprocess.run([str(script), *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 

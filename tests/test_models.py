@@ -344,5 +344,69 @@ def test_configure_optimizers_uses_the_injected_callables():
                  lr_scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=1))
     sched = step_lr.configure_optimizers()
     assert isinstance(sched["optimizer"], torch.optim.SGD)
-    assert sched["lr_scheduler"].optimizer is sched["optimizer"]
+    assert sched["lr_scheduler"]["scheduler"].optimizer is sched["optimizer"]
+    assert sched["lr_scheduler"]["monitor"] == "val/ndcg@10"
     assert Popularity(10, 20).configure_optimizers() is None
+
+
+# ------------------------------------------------------------------ review fixes
+def test_evaluation_ignores_mixed_precision() -> None:
+    """Scores are ranked in float32 even when the Trainer runs under bf16 autocast."""
+    dm = make_dm()
+    model = grid_mf(dm)
+    with torch.no_grad():  # a large per-user offset: bf16 (8-bit mantissa) would tie most items
+        model.net.user_bias.weight.fill_(64.0)
+    full = run_eval(model, dm, "test")
+    bf16 = make_trainer(precision="bf16-mixed").test(model, datamodule=dm, verbose=False)[0]
+    for key, value in full.items():
+        assert float(bf16[key]) == pytest.approx(value, abs=1e-7), key
+
+
+def test_reduce_lr_on_plateau_watches_validation_ndcg() -> None:
+    dm = make_dm()
+    model = MF(dm.num_users, dm.num_items, dim=8,
+               lr_scheduler=lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, mode="max"))
+    make_trainer(max_epochs=2, limit_train_batches=2).fit(model, datamodule=dm)
+    assert model.trainer.current_epoch == 2
+
+
+class GatheringMF(MF):
+    """Overrides score_candidates (the sampled protocol's hook) with an independent computation."""
+
+    calls = 0
+
+    def score_candidates(self, batch, items):
+        GatheringMF.calls += 1
+        return self.net(batch.users, items)  # [B, C]
+
+
+def test_score_candidates_override_serves_the_sampled_protocol() -> None:
+    dm = make_dm()
+    base = grid_mf(dm)
+    custom = GatheringMF(dm.num_users, dm.num_items, dim=16, top_k=KS)
+    custom.load_state_dict(base.state_dict())
+    expected, got = run_eval(base, dm, "test"), run_eval(custom, dm, "test")
+    assert GatheringMF.calls > 0
+    assert any("sampled99" in k for k in got)
+    for key in expected:
+        assert got[key] == pytest.approx(expected[key], abs=1e-9), key
+
+
+def test_predict_lists_never_hold_seen_items_even_when_few_are_left(tmp_path) -> None:
+    import polars as pl
+
+    from lit_recs.callbacks import TopKWriter
+
+    dm = make_dm()
+    model = grid_mf(dm, predict_k=dm.num_items)  # longer than any user's unseen list
+    trainer = make_trainer(callbacks=[TopKWriter()], default_root_dir=str(tmp_path))
+    trainer.predict(model, datamodule=dm, return_predictions=False)
+    pred = pl.read_parquet(tmp_path / "predictions.parquet")
+    known = per_user(dm.data, dm.num_users)
+    raw_to_user = {raw: u for u, raw in enumerate(dm.data.user_ids.tolist())}
+    raw_to_item = {raw: i for i, raw in enumerate(dm.data.item_ids.tolist())}
+    lengths = pred.group_by("user").len()
+    for raw_user, length in zip(lengths["user"].to_list(), lengths["len"].to_list()):
+        assert length == dm.num_items - len(known[raw_to_user[raw_user]])
+    for raw_user, raw_item in zip(pred["user"].to_list(), pred["item"].to_list()):
+        assert raw_to_item[raw_item] not in known[raw_to_user[raw_user]]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from typing import Literal
 
 import numpy as np
@@ -86,7 +87,9 @@ class RecDataModule(LightningDataModule):
         min_user_interactions / min_item_interactions: k-core filtering (0 = off).
         split: `random` (per-user ratios), `loo` (temporal leave-one-out) or `temporal` (global).
         split_ratios: train / validation / test shares for `random` and `temporal`.
-        seed: seeds the split, training batches and the sampled protocol's negatives.
+        seed: seeds the split and the sampled protocol's negatives (the protocol). Training batches
+            and their negatives follow the global seed (`seed_everything`, i.e. PL_GLOBAL_SEED)
+            when one is set, else this seed: vary `seed_everything` for seeds on a fixed split.
         batch_size / eval_batch_size: training rows per batch / evaluation users per batch.
         sampled_negatives: negatives per user for the sampled protocol (0 turns it off).
         sampled_distribution: `uniform` or `popularity` for those negatives.
@@ -165,6 +168,10 @@ class RecDataModule(LightningDataModule):
                 f"{self.min_item}|{self.split_how}|{self.split_ratios}|{self.seed}|"
                 f"{self.sampled_negatives}|{self.sampled_distribution}|{self.data.fingerprint()}")
         return hashlib.sha256(spec.encode()).hexdigest()[:16]
+
+    def train_seed(self) -> int:
+        """Seed of the training batches: the global seed when set (seed_everything), else `seed`."""
+        return int(os.environ.get("PL_GLOBAL_SEED", self.seed))
 
     # ------------------------------------------------------------ process layout
     def _world(self) -> tuple[int, int]:
@@ -295,6 +302,7 @@ class NegativeSamplingDataModule(RecDataModule):
         train = self.train
         sampler = NegativeSampler(train.binary_csr(), self.negative_distribution,
                                   self.negative_alpha)
-        dataset = PairDataset(train, sampler, self.num_negatives, self.seed, rank)
-        batches = EpochBatchSampler(len(train), self.batch_size, self.seed, replicas, rank)
+        seed = self.train_seed()
+        dataset = PairDataset(train, sampler, self.num_negatives, seed, rank)
+        batches = EpochBatchSampler(len(train), self.batch_size, seed, replicas, rank)
         return DataLoader(dataset, batch_size=None, sampler=batches, num_workers=self.num_workers)

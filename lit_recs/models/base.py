@@ -70,6 +70,14 @@ class RecModule(LightningModule):
     def score(self, batch: EvalBatch) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement score(batch) -> [B, I]")
 
+    def score_candidates(self, batch: EvalBatch, items: Tensor) -> Tensor:
+        """Scores of the given items only: items [B, C] -> [B, C].
+
+        Used by the sampled protocol. The default gathers from `score`; a model that can score a
+        subset faster than the whole catalogue overrides it.
+        """
+        return self.score(batch).gather(1, items)  # [B, C]
+
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
         loss = self.compute_loss(batch)
@@ -84,12 +92,16 @@ class RecModule(LightningModule):
         optimizer = self.optimizer(params)
         if self.lr_scheduler is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler(optimizer)}
+        scheduler = self.lr_scheduler(optimizer)  # ReduceLROnPlateau watches `monitor`
+        monitor = getattr(scheduler, "monitor", "val/ndcg@10")
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": monitor}}
 
     # ------------------------------------------------------------------ evaluation
     def masked_scores(self, batch: EvalBatch) -> tuple[Tensor, Tensor]:
         """Scores [B, I] with seen items at -inf (held-out targets never masked), targets [B, I]."""
-        scores = self.score(batch).float()  # [B, I]
+        with torch.autocast(batch.users.device.type, enabled=False):  # rank in full precision
+            scores = self.score(batch).float()  # [B, I]
         targets = batch.target_mask(self.num_items)  # [B, I]
         if self.mask_seen and batch.seen.numel():
             t_rows, t_items = batch.targets  # [T], [T]
@@ -115,7 +127,11 @@ class RecModule(LightningModule):
         n = batch.sampled.shape[1]
         slots, valid = slots_from_pairs(*batch.targets, len(batch))  # [B, T], [B, T]
         candidates = torch.cat([batch.sampled, slots], dim=1)  # [B, N + T]
-        cand_scores = scores.gather(1, candidates)  # [B, N + T]
+        if type(self).score_candidates is RecModule.score_candidates:
+            cand_scores = scores.gather(1, candidates)  # [B, N + T], from the full ranking's scores
+        else:
+            with torch.autocast(batch.users.device.type, enabled=False):
+                cand_scores = self.score_candidates(batch, candidates).float()  # [B, N + T]
         cand_scores[:, n:] = cand_scores[:, n:].masked_fill(~valid, float("-inf"))
         cand_targets = torch.cat([torch.zeros_like(batch.sampled, dtype=torch.bool), valid], 1)
         self.metrics[f"{stage}_sampled"].update(cand_scores, cand_targets, batch.weights)

@@ -32,5 +32,8 @@ class Popularity(RecModule):
     def compute_loss(self, batch: Any) -> None:  # type: ignore[override]
         return None  # nothing to optimise: counts are set in on_fit_start
 
+    def on_train_epoch_end(self) -> None:
+        self.trainer.should_stop = True  # one epoch (and its validation) is the whole fit
+
     def score(self, batch: EvalBatch) -> Tensor:
         return self.counts.expand(len(batch), -1)  # [B, I]
