@@ -12,8 +12,10 @@ for seed in 42 43 44; do
     data=${protocol%%:*}; name=${protocol##*:}
     # weight decay picked per protocol by validation NDCG@10 (README): 2e-5 random811, 1e-5 loo
     wd=2.0e-05; [ "$name" = loo ] && wd=1.0e-05
+    # the split and the sampled-protocol negatives stay fixed (data seed 42); the seed varies the
+    # initialisation and the training batches
     common=(--config conf/base.yaml --data conf/data/$data.yaml --seed_everything $seed
-            --data.init_args.seed $seed --trainer.enable_progress_bar false)
+            --trainer.enable_progress_bar false)
     lit-recs fit "${common[@]}" --model conf/model/mf.yaml \
       --model.init_args.optimizer.init_args.weight_decay $wd --trainer.default_root_dir $out/$name-mf-s$seed
     lit-recs fit "${common[@]}" --model conf/model/popularity.yaml \
