@@ -68,7 +68,7 @@ def test_wandb_offline_run_holds_test_metrics_and_run_info(quickstart_run: Path)
     assert config["data_fingerprint"] == json.loads(
         (quickstart_run / "results.json").read_text())["data_fingerprint"]
     assert "git_commit" in config
-    assert config["cli"]["model"]["init_args"]["dim"] == 64
+    assert config["cli"]["model"]["init_args"]["dim"] == 128
 
 
 def test_test_subcommand_reproduces_metrics_from_checkpoint(quickstart_run: Path,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# MF-BPR and Popularity on ML-100K, protocols random811 and loo (+ loo-sampled99), 3 seeds.
+# MF-BPR and Popularity on ML-100K, protocols random811 and loo (+ loo-sampled99), 5 seeds.
 # Usage: LIT_RECS_DATA=../shared/datasets bash experiments/mf_bpr_ml100k/run.sh
 # Each run writes runs/mf_bpr_ml100k/<protocol>-<model>-s<seed>/results.json; summarize.py prints
 # the table of README.md from them.
@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export WANDB_MODE="${WANDB_MODE:-offline}"
 out=runs/mf_bpr_ml100k
-for seed in 42 43 44; do
+for seed in ${SEEDS:-42 43 44 45 46}; do
   for protocol in ml-100k:random811 ml-100k-loo:loo; do
     data=${protocol%%:*}; name=${protocol##*:}
     # weight decay picked per protocol by validation NDCG@10 (README): 2e-5 random811, 1e-5 loo

@@ -29,6 +29,12 @@ def main(root: str) -> None:
         epochs = np.mean([r["epochs"] for r in runs])
         fit_s = np.mean([r["timings"]["fit_s"] for r in runs])
         print(f"| {name} | {len(runs)} | " + " | ".join(cells) + f" | {epochs:.0f} | {fit_s:.1f} |")
+    print("\nper run:")
+    for path in sorted(Path(root).glob("*/results.json")):
+        r = json.loads(path.read_text())
+        values = " ".join(f"{r['metrics'][k]:.4f}" for k in KEYS)
+        fit_s = r["timings"]["fit_s"]
+        print(f"  {path.parent.name:<28} {values}  epochs {r['epochs']}  fit {fit_s:.1f} s")
 
 
 if __name__ == "__main__":
