@@ -188,3 +188,18 @@ def test_evaluating_a_run_from_its_config_never_overwrites_it(quickstart_run: Pa
     first = json.loads(before)["metrics"]
     assert again["test/ndcg@10"] == pytest.approx(first["test/ndcg@10"], abs=1e-7)
     assert list(nested[0].parent.glob("wandb/offline-run-*/run-*.wandb")), "W&B files beside it"
+
+
+def test_run_folder_is_shared_by_every_process_of_a_job(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    from lit_recs.cli import run_folder
+
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "abc123")  # torchrun: no parent process to ask
+    assert run_folder(None, "lit_recs.models.MF", "fit") == "runs/mf-jobabc123"
+    assert run_folder(None, "lit_recs.models.MF", "fit") == run_folder(None, "x.MF", "fit")
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID")
+    first, second = run_folder(None, "x.MF", "fit"), run_folder(None, "x.MF", "fit")
+    assert first != second and first.startswith("runs/mf-")
+    (tmp_path / "results.json").write_text("{}")
+    assert run_folder(str(tmp_path), "x.MF", "fit") == str(tmp_path)
+    assert Path(run_folder(str(tmp_path), "x.MF", "predict")).parent == tmp_path
