@@ -1,7 +1,9 @@
 """Models: each a RecModule subclass implementing compute_loss(batch) and score(batch)."""
 
-from lit_recs.models.base import RecModule
+from lit_recs.models.base import ClosedFormModule, RecModule
+from lit_recs.models.ease import EASE
+from lit_recs.models.itemknn import ItemKNN
 from lit_recs.models.mf import MF, MFNet
 from lit_recs.models.popularity import Popularity
 
-__all__ = ["MF", "MFNet", "Popularity", "RecModule"]
+__all__ = ["EASE", "MF", "ClosedFormModule", "ItemKNN", "MFNet", "Popularity", "RecModule"]

@@ -21,6 +21,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
 from lit_recs.data.batches import EvalBatch
+from lit_recs.data.interactions import Interactions
 from lit_recs.metrics import RankingMetrics, slots_from_pairs
 
 
@@ -167,3 +168,35 @@ class RecModule(LightningModule):
         top_scores, top_items = scores.topk(k, dim=1)  # [B, K]
         real = batch.weights > 0  # [B]
         return {"users": batch.users[real], "items": top_items[real], "scores": top_scores[real]}
+
+
+class ClosedFormModule(RecModule):
+    """Base of models fitted in closed form from the training interactions (no gradient steps).
+
+    Subclasses implement `fit_interactions(train)` (store what they learn in buffers, so it is in the
+    checkpoint) and `score`. `fit` calls it once when fitting starts; the training loop then runs a
+    single epoch with nothing to optimise, validation picks the checkpoint as for any model.
+    """
+
+    def fit_interactions(self, train: Interactions) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement fit_interactions(train)")
+
+    def on_fit_start(self) -> None:
+        datamodule = self.trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "train"):
+            raise ValueError(f"{type(self).__name__} is fitted from a lit_recs DataModule's "
+                             "training split (trainer.fit(model, datamodule=...))")
+        with torch.no_grad():
+            self.fit_interactions(datamodule.train)
+
+    def compute_loss(self, batch: Any) -> None:  # type: ignore[override]
+        return None  # nothing to optimise
+
+    def on_train_epoch_end(self) -> None:
+        self.trainer.should_stop = True  # one epoch (and its validation) is the whole fit
+
+    def history(self, batch: EvalBatch) -> Tensor:
+        """The users' known items as a dense 0/1 matrix [B, I] (train; + validation at test time)."""
+        rows = torch.zeros(len(batch), self.num_items, device=batch.users.device)  # [B, I]
+        rows[batch.seen[0], batch.seen[1]] = 1.0
+        return rows

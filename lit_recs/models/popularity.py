@@ -14,26 +14,18 @@ import torch
 from torch import Tensor
 
 from lit_recs.data.batches import EvalBatch
-from lit_recs.models.base import RecModule
+from lit_recs.data.interactions import Interactions
+from lit_recs.models.base import ClosedFormModule
 
 
-class Popularity(RecModule):
+class Popularity(ClosedFormModule):
     def __init__(self, num_users: int, num_items: int, **kwargs: Any) -> None:
         super().__init__(num_users, num_items, **kwargs)
         self.register_buffer("counts", torch.zeros(num_items))  # [I]
 
-    def on_fit_start(self) -> None:
-        datamodule = self.trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "train"):
-            raise ValueError("Popularity is fitted from a lit_recs DataModule's training split")
-        counts = datamodule.train.item_counts()  # [I]
+    def fit_interactions(self, train: Interactions) -> None:
+        counts = train.item_counts()  # [I]
         self.counts.copy_(torch.as_tensor(counts, dtype=torch.float32))
-
-    def compute_loss(self, batch: Any) -> None:  # type: ignore[override]
-        return None  # nothing to optimise: counts are set in on_fit_start
-
-    def on_train_epoch_end(self) -> None:
-        self.trainer.should_stop = True  # one epoch (and its validation) is the whole fit
 
     def score(self, batch: EvalBatch) -> Tensor:
         return self.counts.expand(len(batch), -1)  # [B, I]
