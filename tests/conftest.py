@@ -6,11 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("LIT_RECS_DATA", str(REPO.parent / "shared" / "datasets"))
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# The tests use tiny tensors: one thread is faster and immune to other jobs on a 2-core machine.
+torch.set_num_threads(1)
 
 
 def data_root() -> Path:

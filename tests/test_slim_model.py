@@ -18,8 +18,8 @@ def small_dm() -> NegativeSamplingDataModule:
 
 def test_blocks_of_columns_give_the_full_solution() -> None:
     dm = small_dm()
-    full = SLIM(dm.num_users, dm.num_items, l1=0.5, l2=2.0, tol=1e-9, max_iter=400)
-    blocks = SLIM(dm.num_users, dm.num_items, l1=0.5, l2=2.0, tol=1e-9, max_iter=400,
+    full = SLIM(dm.num_users, dm.num_items, l1=0.5, l2=2.0, tol=1e-6, max_iter=400)
+    blocks = SLIM(dm.num_users, dm.num_items, l1=0.5, l2=2.0, tol=1e-6, max_iter=400,
                   block_size=7)
     full.fit_interactions(dm.train)
     blocks.fit_interactions(dm.train)
@@ -34,12 +34,12 @@ def test_bad_regularisation_is_refused() -> None:
         SLIM(3, 4, l1=-1.0)
 
 
-def fit_and_test(model, dm) -> dict[str, float]:
-    trainer = Trainer(max_epochs=5, logger=False, enable_progress_bar=False,
+def fit_and_test(model, dm, epochs: int | None = None) -> dict[str, float]:
+    trainer = Trainer(max_epochs=epochs or 5, logger=False, enable_progress_bar=False,
                       enable_checkpointing=False, enable_model_summary=False,
                       use_distributed_sampler=False, accelerator="cpu")
     trainer.fit(model, datamodule=dm)
-    assert trainer.current_epoch == 1
+    assert trainer.current_epoch == (epochs or 1)  # closed-form SLIM: one epoch
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     return {**metrics, **trainer.test(model, datamodule=dm, verbose=False)[0]}
 
@@ -61,3 +61,43 @@ def test_slim_beats_popularity_on_ml100k() -> None:
     slim = fit_and_test(SLIM(dm.num_users, dm.num_items, l1=3.77, l2=184.8), dm)
     assert slim["test/ndcg@10"] > pop["test/ndcg@10"] + 0.15
     assert 0 < slim["slim/density"] < 0.1  # the L1 term makes W sparse
+
+
+def test_gradient_training_with_proximal_steps_reaches_the_fista_solution() -> None:
+    from lit_recs.data.datamodules import UserRowsDataModule
+    from lit_recs.models import SLIMGradient
+    from lit_recs.nn.slim import fista_slim, lipschitz
+
+    data = Synthetic(num_users=60, num_items=20, interactions_per_user=6, seed=2)
+    dm = UserRowsDataModule(dataset=data, batch_size=1000, sampled_negatives=5)
+    a = torch.as_tensor(dm.train.binary_csr().toarray(), dtype=torch.float64)
+    g = a.T @ a
+    l1, l2 = 0.5, 2.0
+    target, _ = fista_slim(g, l2, l1, max_iter=5000, tol=1e-12)
+    model = SLIMGradient(dm.num_users, dm.num_items, l1=l1, l2=l2).double()
+    lr = 0.9 * dm.num_users / lipschitz(g, l2)  # step 1/L of the objective divided by U
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    batch = next(iter(dm.train_dataloader()))  # every user: full-batch proximal gradient
+    batch.rows = batch.rows.double()
+    for _ in range(1500):
+        opt.zero_grad()
+        model.compute_loss(batch).backward()
+        opt.step()
+        model.layer.proximal_step(lr * l1 / dm.num_users)
+    w = model.layer.weight.detach()
+    assert torch.all(w >= 0) and torch.all(torch.diagonal(w) == 0)
+    torch.testing.assert_close(w, target, atol=1e-3, rtol=0)
+
+
+def test_gradient_slim_keeps_w_sparse_during_training() -> None:
+    from lit_recs.data.datamodules import UserRowsDataModule
+    from lit_recs.models import SLIMGradient
+
+    data = Synthetic(num_users=120, num_items=60, interactions_per_user=12, seed=4)
+    dm = UserRowsDataModule(dataset=data, batch_size=32, sampled_negatives=20)
+    model = SLIMGradient(dm.num_users, dm.num_items, l1=100.0, l2=2.0,
+                         optimizer=lambda p: torch.optim.Adam(p, lr=0.01))
+    metrics = fit_and_test(model, dm, epochs=3)
+    w = model.layer.weight.detach()
+    assert torch.all(w >= 0) and torch.all(torch.diagonal(w) == 0)
+    assert 0 < metrics["slim/nnz"] == float((w > 0).sum()) < w.numel() / 2

@@ -49,3 +49,14 @@ class EvalBatch:
 
     def target_mask(self, num_items: int) -> Tensor:
         return self.dense(self.targets, num_items)  # [B, I]
+
+
+@dataclass
+class RowBatch:
+    """Users' rows of the training interaction matrix, densified for the batch."""
+
+    users: Tensor  # [B] long
+    rows: Tensor  # [B, I] float 0/1
+
+    def __len__(self) -> int:
+        return len(self.users)

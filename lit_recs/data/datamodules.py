@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from lit_recs.data.batches import EvalBatch, PairBatch
+from lit_recs.data.batches import EvalBatch, PairBatch, RowBatch
 from lit_recs.data.datasets.base import DataSource, resolve
 from lit_recs.data.interactions import Interactions, binarize, deduplicate, k_core
 from lit_recs.data.sampling import (
@@ -306,3 +306,35 @@ class NegativeSamplingDataModule(RecDataModule):
         dataset = PairDataset(train, sampler, self.num_negatives, seed, rank)
         batches = EpochBatchSampler(len(train), self.batch_size, seed, replicas, rank)
         return DataLoader(dataset, batch_size=None, sampler=batches, num_workers=self.num_workers)
+
+
+class UserRowsDataset(Dataset):
+    """(epoch, batch, user indices) -> RowBatch: the users' training rows as a dense [B, I] block."""
+
+    def __init__(self, train: sp.csr_matrix) -> None:
+        self.train = train
+
+    def __len__(self) -> int:
+        return self.train.shape[0]
+
+    def __getitem__(self, key: tuple[int, int, np.ndarray]) -> RowBatch:
+        _, _, users = key
+        pairs = gather_rows(self.train, users, np.ones(len(users), dtype=bool))  # [2, P]
+        rows = torch.zeros(len(users), self.train.shape[1])  # [B, I]
+        rows[torch.from_numpy(pairs[0]), torch.from_numpy(pairs[1])] = 1.0
+        return RowBatch(users=torch.from_numpy(users), rows=rows)
+
+
+class UserRowsDataModule(RecDataModule):
+    """Training batches of whole user rows of the interaction matrix (SLIM, autoencoders).
+
+    Each epoch visits every user once, in a fresh seeded order, sharded across processes; a batch
+    is a CSR row block of `batch_size` users densified to [B, I].
+    """
+
+    def train_dataloader(self) -> DataLoader:
+        replicas, rank = self._world()
+        users = EpochBatchSampler(self.num_users, self.batch_size, self.train_seed(), replicas,
+                                  rank)
+        return DataLoader(UserRowsDataset(self.train.binary_csr()), batch_size=None,
+                          sampler=users, num_workers=self.num_workers)

@@ -5,6 +5,9 @@ from lit_recs.models.ease import EASE
 from lit_recs.models.itemknn import ItemKNN
 from lit_recs.models.mf import MF, MFNet
 from lit_recs.models.popularity import Popularity
-from lit_recs.models.slim import SLIM
+from lit_recs.models.slim import SLIM, SLIMGradient
 
-__all__ = ["EASE", "MF", "ClosedFormModule", "ItemKNN", "MFNet", "Popularity", "RecModule", "SLIM"]
+__all__ = [
+    "EASE", "MF", "SLIM", "ClosedFormModule", "ItemKNN", "MFNet", "Popularity", "RecModule",
+    "SLIMGradient",
+]

@@ -79,6 +79,12 @@ class RecModule(LightningModule):
         """
         return self.score(batch).gather(1, items)  # [B, C]
 
+    def history(self, batch: EvalBatch) -> Tensor:
+        """The users' known items as a dense 0/1 matrix [B, I] (train; + validation at test time)."""
+        rows = torch.zeros(len(batch), self.num_items, device=batch.users.device)  # [B, I]
+        rows[batch.seen[0], batch.seen[1]] = 1.0
+        return rows
+
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
         loss = self.compute_loss(batch)
@@ -194,9 +200,3 @@ class ClosedFormModule(RecModule):
 
     def on_train_epoch_end(self) -> None:
         self.trainer.should_stop = True  # one epoch (and its validation) is the whole fit
-
-    def history(self, batch: EvalBatch) -> Tensor:
-        """The users' known items as a dense 0/1 matrix [B, I] (train; + validation at test time)."""
-        rows = torch.zeros(len(batch), self.num_items, device=batch.users.device)  # [B, I]
-        rows[batch.seen[0], batch.seen[1]] = 1.0
-        return rows
