@@ -30,7 +30,7 @@ selection="random", random_state=0, max_iter, tol) fit per item column, the targ
 X while it is fitted (then restored), ConvergenceWarning silenced. X is a float64 CSC matrix whose
 column is zeroed in place (its stored values set to 0; RecBole goes through a LIL matrix, which
 sklearn converts on every fit: slower). Choices measured on ML-100K (100 columns, this machine):
-sparse CSC 2.3-3.8 ms per column; dense X 34-53 ms (precompute=False) and 83-85 ms (precompute=True,
+sparse CSC 2.3-4.4 ms per column; dense X 34-53 ms (precompute=False) and 83-85 ms (precompute=True,
 a fresh X^T X per fit); for sparse X scikit-learn ignores `precompute` (forces False), so
 precompute=False is stated and is the fastest setting. selection="random" needs half the epochs of
 "cyclic" (13.7 vs 27.6 per column) and is RecBole's choice. Stopping rules differ: sklearn stops a
