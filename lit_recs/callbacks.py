@@ -128,6 +128,10 @@ class TopKWriter(BasePredictionWriter):
     Columns: user, rank (1 = best), item, score; seen items never appear (a user with fewer than K
     unseen items gets a shorter list). With several processes each writes
     `predictions-rank<r>.parquet` (every user is in exactly one of them).
+
+    Models with item-item weights (`item_weights()`: SLIM, EASE, ItemKNN) also get
+    `neighbours.parquet`: item, rank, neighbour, weight - each item's top-K neighbours (the items
+    that add most to its score, positive weights only), written once (rank 0).
     """
 
     def __init__(self, filename: str = "predictions.parquet") -> None:
@@ -162,3 +166,21 @@ class TopKWriter(BasePredictionWriter):
         path = Path(trainer.default_root_dir) / name
         os.makedirs(path.parent, exist_ok=True)
         frame.write_parquet(path)
+        weights = pl_module.item_weights() if hasattr(pl_module, "item_weights") else None
+        if weights is not None and trainer.global_rank == 0:
+            self.write_neighbours(weights, data, k, path.parent / "neighbours.parquet")
+
+    @staticmethod
+    def write_neighbours(weights: Any, data: Any, k: int, path: Path) -> None:
+        """Top-k rows i of each column j of W [I, I] with W[i, j] > 0, as raw ids."""
+        k = min(k, weights.shape[0])
+        top_w, top_i = weights.detach().float().T.topk(k, dim=1)  # [I, K]: column j's best rows
+        top_w, top_i = top_w.cpu().numpy(), top_i.cpu().numpy()
+        keep = (top_w > 0).reshape(-1)  # [I * K]
+        items = np.repeat(np.arange(weights.shape[0]), k)  # [I * K]
+        pl.DataFrame({
+            "item": data.item_ids[items[keep]],
+            "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), weights.shape[0])[keep],
+            "neighbour": data.item_ids[top_i.reshape(-1)[keep]],
+            "weight": top_w.reshape(-1)[keep],
+        }).write_parquet(path)

@@ -101,3 +101,28 @@ def test_gradient_slim_keeps_w_sparse_during_training() -> None:
     w = model.layer.weight.detach()
     assert torch.all(w >= 0) and torch.all(torch.diagonal(w) == 0)
     assert 0 < metrics["slim/nnz"] == float((w > 0).sum()) < w.numel() / 2
+
+
+def test_predict_exports_each_items_top_neighbours_with_raw_ids(tmp_path) -> None:
+    import numpy as np
+    import polars as pl
+
+    from lit_recs.callbacks import TopKWriter
+
+    dm = small_dm()
+    model = SLIM(dm.num_users, dm.num_items, l1=0.5, l2=2.0, predict_k=5)
+    model.fit_interactions(dm.train)
+    trainer = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      use_distributed_sampler=False, accelerator="cpu",
+                      callbacks=[TopKWriter()], default_root_dir=str(tmp_path))
+    trainer.predict(model, datamodule=dm, return_predictions=False)
+    nb = pl.read_parquet(tmp_path / "neighbours.parquet")
+    assert nb.columns == ["item", "rank", "neighbour", "weight"]
+    w = model.layer.weight.numpy()
+    raw = dm.data.item_ids
+    for j in range(dm.num_items):
+        expected = [i for i in np.argsort(-w[:, j], kind="stable")[:5] if w[i, j] > 0]
+        got = nb.filter(pl.col("item") == raw[j]).sort("rank")
+        assert got["neighbour"].to_list() == raw[expected].tolist()
+        np.testing.assert_allclose(got["weight"].to_numpy(), w[expected, j], rtol=1e-6)
+    assert (nb["item"] != nb["neighbour"]).all() and (nb["weight"] > 0).all()

@@ -79,6 +79,12 @@ class RecModule(LightningModule):
         """
         return self.score(batch).gather(1, items)  # [B, C]
 
+    def item_weights(self) -> Tensor | None:
+        """Item-item weights [I, I], W[i, j] = how much item i adds to item j's score, for models
+        that score through such a matrix (SLIM, EASE, ItemKNN); None otherwise. `predict` exports
+        each item's top neighbours from it."""
+        return None
+
     def history(self, batch: EvalBatch) -> Tensor:
         """The users' known items as a dense 0/1 matrix [B, I] (train; + validation at test time)."""
         rows = torch.zeros(len(batch), self.num_items, device=batch.users.device)  # [B, I]

@@ -50,5 +50,8 @@ class EASE(ClosedFormModule):
         g = torch.as_tensor(gram(train), device=self.weights.device)  # [I, I] float64
         self.weights.copy_(ease_weights(g, self.l2).float())
 
+    def item_weights(self) -> Tensor:
+        return self.weights  # [I, I]
+
     def score(self, batch: EvalBatch) -> Tensor:
         return self.history(batch) @ self.weights  # [B, I] @ [I, I] -> [B, I]

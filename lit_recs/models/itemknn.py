@@ -48,5 +48,8 @@ class ItemKNN(ClosedFormModule):
         g = torch.as_tensor(gram(train).astype(np.float32), device=self.similarity.device)
         self.similarity.copy_(knn_similarity(g, self.k, self.shrink))
 
+    def item_weights(self) -> Tensor:
+        return self.similarity  # [I, I]
+
     def score(self, batch: EvalBatch) -> Tensor:
         return self.history(batch) @ self.similarity  # [B, I] @ [I, I] -> [B, I]

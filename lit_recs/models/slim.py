@@ -75,6 +75,9 @@ class SLIM(ClosedFormModule):
         super().on_validation_epoch_end()
         self.log_dict({f"slim/{k}": v for k, v in self.layer.sparsity().items()})
 
+    def item_weights(self) -> Tensor:
+        return self.layer.weight.detach().clone().fill_diagonal_(0.0)  # [I, I]
+
     def score(self, batch: EvalBatch) -> Tensor:
         return self.layer(self.history(batch))  # [B, I] @ [I, I] -> [B, I]
 
@@ -106,6 +109,9 @@ class SLIMGradient(RecModule):
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()
         self.log_dict({f"slim/{k}": v for k, v in self.layer.sparsity().items()})
+
+    def item_weights(self) -> Tensor:
+        return self.layer.weight.detach().clone().fill_diagonal_(0.0)  # [I, I]
 
     def score(self, batch: EvalBatch) -> Tensor:
         return self.layer(self.history(batch))  # [B, I] @ [I, I] -> [B, I]
