@@ -128,6 +128,7 @@ class RecDataModule(LightningDataModule):
         self._data: Interactions | None = None
         self._split: Split | None = None
         self._eval: dict[str, EvalDataset] = {}
+        self._sampled: np.ndarray | None = None  # [U, N] the sampled protocol's negatives
 
     # ------------------------------------------------------------ data, lazily
     def prepare_data(self) -> None:
@@ -203,13 +204,13 @@ class RecDataModule(LightningDataModule):
     def _sampled_negatives(self) -> np.ndarray | None:
         if self.sampled_negatives <= 0:
             return None
-        if "sampled" not in self._eval:
+        if self._sampled is None:
             everything = self.data.binary_csr()
             users = np.arange(self.num_users)
-            self._eval["sampled"] = eval_negatives(  # type: ignore[assignment]
+            self._sampled = eval_negatives(
                 everything, users, self.sampled_negatives, self.sampled_distribution, self.seed
             )
-        return self._eval["sampled"]  # type: ignore[return-value]
+        return self._sampled
 
     def _eval_loader(self, stage: Stage) -> DataLoader:
         dataset = self.eval_dataset(stage)

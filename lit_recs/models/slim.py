@@ -34,12 +34,32 @@ from lit_recs.data.batches import EvalBatch, RowBatch
 from lit_recs.data.interactions import Interactions
 from lit_recs.models.base import ClosedFormModule, RecModule
 from lit_recs.models.ease import gram
-from lit_recs.nn.slim import SLIMLayer, fista_slim
+from lit_recs.nn.slim import SLIMLayer, fista_slim, lipschitz
 
 log = logging.getLogger(__name__)
 
 
-class SLIM(ClosedFormModule):
+class _SLIMWeights:
+    """What both SLIM trainers share: the layer, its regularisation, scoring, sparsity logging."""
+
+    def _init_slim(self, num_items: int, l1: float, l2: float) -> None:
+        if l1 < 0 or l2 < 0:
+            raise ValueError(f"l1 and l2 must be >= 0, got l1={l1}, l2={l2}")
+        self.l1, self.l2 = l1, l2
+        self.layer = SLIMLayer(num_items)
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        self.log_dict({f"slim/{k}": v for k, v in self.layer.sparsity().items()})
+
+    def item_weights(self) -> Tensor:
+        return self.layer.weight.detach().clone().fill_diagonal_(0.0)  # [I, I]
+
+    def score(self, batch: EvalBatch) -> Tensor:
+        return self.layer(self.history(batch))  # [B, I] @ [I, I] -> [B, I]
+
+
+class SLIM(_SLIMWeights, ClosedFormModule):
     """Args:
         l1: weight of ||W||_1 (sparsity); l2: weight of ||W||^2 / 2.
         max_iter / tol: FISTA's step budget; stop when a step moves no weight by more than tol x max|W|.
@@ -50,39 +70,30 @@ class SLIM(ClosedFormModule):
                  max_iter: int = 200, tol: float = 3e-3, block_size: int | None = None,
                  **kwargs: Any) -> None:
         super().__init__(num_users, num_items, **kwargs)
-        if l1 < 0 or l2 < 0:
-            raise ValueError(f"l1 and l2 must be >= 0, got l1={l1}, l2={l2}")
-        self.l1, self.l2, self.max_iter, self.tol = l1, l2, max_iter, tol
+        self._init_slim(num_items, l1, l2)
+        self.max_iter, self.tol = max_iter, tol
         self.block_size = block_size or num_items
-        self.layer = SLIMLayer(num_items)
         self.layer.weight.requires_grad_(False)  # fitted in closed form, not by the optimizer
         self.fit_steps: list[int] = []
 
     def fit_interactions(self, train: Interactions) -> None:
         g = torch.as_tensor(gram(train).astype(np.float32), device=self.layer.weight.device)
         self.fit_steps = []
+        bound = lipschitz(g, self.l2)  # shared by every block of columns
         for start in range(0, self.num_items, self.block_size):
             cols = torch.arange(start, min(start + self.block_size, self.num_items),
                                 device=g.device)
-            w, history = fista_slim(g, self.l2, self.l1, self.max_iter, self.tol, columns=cols)
+            w, history = fista_slim(g, self.l2, self.l1, self.max_iter, self.tol, columns=cols,
+                                    lipschitz_bound=bound)
             self.layer.weight[:, cols] = w
             self.fit_steps.append(len(history))
         stats = self.layer.sparsity()
         log.info("SLIM: %d FISTA steps per block, %.0f non-zeros (%.1f per item, density %.4f)",
                  max(self.fit_steps), stats["nnz"], stats["nnz_per_item"], stats["density"])
 
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        self.log_dict({f"slim/{k}": v for k, v in self.layer.sparsity().items()})
-
-    def item_weights(self) -> Tensor:
-        return self.layer.weight.detach().clone().fill_diagonal_(0.0)  # [I, I]
-
-    def score(self, batch: EvalBatch) -> Tensor:
-        return self.layer(self.history(batch))  # [B, I] @ [I, I] -> [B, I]
 
 
-class SLIMGradient(RecModule):
+class SLIMGradient(_SLIMWeights, RecModule):
     """SLIM trained by gradient steps on user rows (use with `UserRowsDataModule`).
 
     loss(batch) = 1/(2B) sum_u ||a_u - a_u W||^2 + l2/(2U) ||W||^2; after each optimizer step
@@ -92,10 +103,7 @@ class SLIMGradient(RecModule):
     def __init__(self, num_users: int, num_items: int, l1: float = 4.0, l2: float = 200.0,
                  **kwargs: Any) -> None:
         super().__init__(num_users, num_items, **kwargs)
-        if l1 < 0 or l2 < 0:
-            raise ValueError(f"l1 and l2 must be >= 0, got l1={l1}, l2={l2}")
-        self.l1, self.l2 = l1, l2
-        self.layer = SLIMLayer(num_items)
+        self._init_slim(num_items, l1, l2)
 
     def compute_loss(self, batch: RowBatch) -> Tensor:
         residual = batch.rows - self.layer(batch.rows)  # [B, I]
@@ -106,12 +114,3 @@ class SLIMGradient(RecModule):
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         self.layer.proximal_step(lr * self.l1 / self.num_users)
 
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        self.log_dict({f"slim/{k}": v for k, v in self.layer.sparsity().items()})
-
-    def item_weights(self) -> Tensor:
-        return self.layer.weight.detach().clone().fill_diagonal_(0.0)  # [I, I]
-
-    def score(self, batch: EvalBatch) -> Tensor:
-        return self.layer(self.history(batch))  # [B, I] @ [I, I] -> [B, I]

@@ -58,6 +58,7 @@ def fista_slim(
     max_iter: int = 200,
     tol: float = 1e-7,
     columns: Tensor | None = None,
+    lipschitz_bound: float | None = None,
 ) -> tuple[Tensor, list[float]]:
     """Monotone FISTA (Beck & Teboulle 2009) for SLIM. Returns W [I, C] and f after each step.
 
@@ -65,13 +66,14 @@ def fista_slim(
     momentum points are linear combinations of stored ones. Stops when the proximal step moves
     no entry by more than `tol` times the largest entry of W (the gradient mapping, which vanishes
     exactly at the optimum), or after `max_iter` steps. The history never increases.
+    `lipschitz_bound` (of G + l2 I) is estimated when not given; pass it when solving many blocks.
     """
     n = len(gram)
     cols = torch.arange(n, device=gram.device) if columns is None else columns.to(gram.device)
     diag = _diag_index(cols)
     g_cols = gram[:, cols]  # [I, C]
     const = 0.5 * torch.diagonal(gram)[cols].sum()
-    step = 1.0 / lipschitz(gram, l2)
+    step = 1.0 / (lipschitz_bound or lipschitz(gram, l2))
 
     def f(w: Tensor, gw: Tensor) -> float:
         return float(0.5 * (w * gw).sum() - (g_cols * w).sum() + const
