@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lit_recs.data.datasets import download
 from lit_recs.data.datasets import movielens as ml
 from lit_recs.data.datasets.movielens import ChecksumError, DownloadError, MovieLens
 
@@ -276,7 +277,7 @@ def test_checksum_mismatch(tmp_path, monkeypatch):
     def garbage(url, dest, timeout=None):
         Path(dest).write_bytes(b"PK\x03\x04 definitely not the MovieLens archive")
 
-    monkeypatch.setattr(ml, "_download", garbage)
+    monkeypatch.setattr(download, "_download", garbage)
     with pytest.raises(ChecksumError) as info:
         MovieLens("ml-100k", data_dir=tmp_path).load()
     msg = str(info.value)

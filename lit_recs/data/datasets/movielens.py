@@ -18,30 +18,30 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import http.client
 import io
 import logging
 import os
 import re
-import secrets
-import shutil
-import tempfile
-import urllib.request
-import zipfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from lit_recs.data.datasets.base import DataSource
+from lit_recs.data.datasets.download import (  # noqa: F401  (DOWNLOAD_TIMEOUT_S: re-exported)
+    DOWNLOAD_TIMEOUT_S,
+    ChecksumError,
+    DownloadError,
+    digests,
+    fetch_archive,
+)
 from lit_recs.data.interactions import Interactions
 
 log = logging.getLogger(__name__)
 
 BASE_URL = "https://files.grouplens.org/datasets/movielens"
 ENV_VAR = "LIT_RECS_DATA"
-DOWNLOAD_TIMEOUT_S = 60.0
 
 # Checksums of the official GroupLens archives; every algorithm listed is verified.
 ARCHIVE_CHECKSUMS: dict[str, dict[str, str]] = {
@@ -102,14 +102,6 @@ _CACHE_VERSION = "1"
 
 _RATING_COLS = ("user_id", "item_id", "rating", "timestamp")
 _YEAR_IN_TITLE = r"\((\d{4})\)\s*$"
-
-
-class DownloadError(OSError):
-    """The MovieLens archive could not be fetched (offline, HTTP error, unwritable folder)."""
-
-
-class ChecksumError(DownloadError):
-    """The downloaded archive does not match the recorded checksum."""
 
 
 def user_cache_dir() -> Path:
@@ -223,105 +215,19 @@ class MovieLens(DataSource):
 
 
 # ====================================================================== download
-def _download(url: str, dest: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
-    """Stream `url` into the file `dest`."""
-    with urllib.request.urlopen(url, timeout=timeout) as resp, open(dest, "wb") as out:
-        shutil.copyfileobj(resp, out, 1 << 20)
-
-
-def _digests(path: Path, algorithms: list[str]) -> dict[str, str]:
-    hashers = {a: hashlib.new(a) for a in algorithms}
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            for h in hashers.values():
-                h.update(chunk)
-    return {a: h.hexdigest() for a, h in hashers.items()}
-
-
 def _fetch(name: str, url: str, folder: Path) -> None:
-    """Download `url` next to `folder`, verify its checksums and extract it into `folder`."""
-    root = folder.parent
     where = (
         f"download {url} yourself, extract it and put its files "
         f"({', '.join(REQUIRED_FILES[name])}) in {folder}, or point data_dir / the {ENV_VAR} "
         f"environment variable at a folder that contains '{name}/'"
     )
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}-", suffix=".zip.part", dir=root)
-        os.close(fd)
-    except OSError as err:
-        raise DownloadError(f"MovieLens {name}: cannot write to {root} ({err}); {where}") from err
-    tmp = Path(tmp_name)
-    try:
-        log.info("downloading %s to %s", url, folder)
-        try:
-            _download(url, tmp)
-        except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, resets
-            reason = getattr(err, "reason", None) or err
-            raise DownloadError(
-                f"could not download MovieLens {name} from {url} ({reason}). If this machine is "
-                f"offline, {where}."
-            ) from err
-        expected = ARCHIVE_CHECKSUMS.get(name, {})
-        if not expected:
-            log.warning("no checksum recorded for %s; not verified", url)
-        actual = _digests(tmp, list(expected))
-        for algo, want in expected.items():
-            if actual[algo] != want.lower():
-                raise ChecksumError(
-                    f"checksum mismatch for {url}: expected {algo} {want}, got {actual[algo]} "
-                    f"(downloaded file {tmp}, deleted). The download is corrupt or the archive "
-                    f"changed upstream; retry, or {where}."
-                )
-        _extract(tmp, folder, url)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _extract(archive: Path, folder: Path, url: str) -> None:
-    """Extract the archive's files into `folder`, dropping the single top-level directory."""
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            members = [m for m in zf.infolist() if not m.is_dir()]
-            paths = [PurePosixPath(m.filename) for m in members]
-            for p in paths:
-                if p.is_absolute() or ".." in p.parts:
-                    raise DownloadError(f"{url}: unsafe path {str(p)!r} in the archive")
-            tops = {p.parts[0] for p in paths if len(p.parts) > 1}
-            strip = len(tops) == 1 and all(len(p.parts) > 1 for p in paths)
-            # not mkdtemp: its 0700 mode would stick to the final folder; mkdir respects umask
-            staging = folder.parent / f".{folder.name}-extract-{os.getpid()}-{secrets.token_hex(4)}"
-            staging.mkdir()
-            try:
-                for member, p in zip(members, paths, strict=True):
-                    rel = Path(*p.parts[1:]) if strip else Path(*p.parts)
-                    target = staging / rel
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(member) as src, open(target, "wb") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
-                if not folder.exists():
-                    try:
-                        os.replace(staging, folder)
-                        return
-                    except OSError:  # created meanwhile: fall back to moving file by file
-                        pass
-                folder.mkdir(parents=True, exist_ok=True)
-                for src in sorted(staging.rglob("*")):
-                    if src.is_file():
-                        dst = folder / src.relative_to(staging)
-                        dst.parent.mkdir(parents=True, exist_ok=True)
-                        os.replace(src, dst)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-    except zipfile.BadZipFile as err:
-        raise DownloadError(f"{url}: the download is not a valid zip archive ({err})") from err
+    fetch_archive(f"MovieLens {name}", url, folder, ARCHIVE_CHECKSUMS.get(name, {}), where)
 
 
 def _verify_files(name: str, folder: Path) -> None:
     for fname, want in FILE_SHA256.get(name, {}).items():
         path = folder / fname
-        got = _digests(path, ["sha256"])["sha256"]
+        got = digests(path, ["sha256"])["sha256"]
         if got != want:
             raise ValueError(
                 f"{path}: SHA-256 {got} does not match the official {name} release "
