@@ -171,16 +171,23 @@ class TopKWriter(BasePredictionWriter):
             self.write_neighbours(weights, data, k, path.parent / "neighbours.parquet")
 
     @staticmethod
-    def write_neighbours(weights: Any, data: Any, k: int, path: Path) -> None:
-        """Top-k rows i of each column j of W [I, I] with W[i, j] > 0, as raw ids."""
-        k = min(k, weights.shape[0])
-        top_w, top_i = weights.detach().float().T.topk(k, dim=1)  # [I, K]: column j's best rows
-        top_w, top_i = top_w.cpu().numpy(), top_i.cpu().numpy()
-        keep = (top_w > 0).reshape(-1)  # [I * K]
-        items = np.repeat(np.arange(weights.shape[0]), k)  # [I * K]
+    def write_neighbours(weights: torch.Tensor, data: Any, k: int, path: Path) -> None:
+        """Top-k rows i of each column j of W [I, I] (dense or sparse COO) with W[i, j] > 0, as raw
+        ids: the positive entries sorted by (column, -weight, row), the first k of each column."""
+        w = weights.detach().float().cpu()
+        w = (w if w.is_sparse else w.to_sparse()).coalesce()
+        rows, cols = w.indices().numpy()  # [nnz] each
+        vals = w.values().numpy()
+        pos = vals > 0
+        rows, cols, vals = rows[pos], cols[pos], vals[pos]
+        order = np.lexsort((rows, -vals, cols))  # by column, then weight descending, then row
+        rows, cols, vals = rows[order], cols[order], vals[order]
+        starts = np.searchsorted(cols, cols, side="left")  # first entry of each entry's column
+        rank = np.arange(len(cols)) - starts + 1  # 1 = the column's largest weight
+        keep = rank <= k
         pl.DataFrame({
-            "item": data.item_ids[items[keep]],
-            "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), weights.shape[0])[keep],
-            "neighbour": data.item_ids[top_i.reshape(-1)[keep]],
-            "weight": top_w.reshape(-1)[keep],
+            "item": data.item_ids[cols[keep]],
+            "rank": rank[keep].astype(np.int32),
+            "neighbour": data.item_ids[rows[keep]],
+            "weight": vals[keep],
         }).write_parquet(path)

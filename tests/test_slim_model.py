@@ -24,9 +24,54 @@ def test_blocks_of_columns_give_the_full_solution() -> None:
     full.fit_interactions(dm.train)
     blocks.fit_interactions(dm.train)
     assert len(blocks.fit_steps) == 9  # ceil(60 / 7)
-    w = full.layer.weight
+    w = full.dense_weight()
     assert torch.all(w >= 0) and torch.all(torch.diagonal(w) == 0) and (w > 0).any()
-    torch.testing.assert_close(blocks.layer.weight, w, atol=1e-3, rtol=0)  # float32 solves
+    torch.testing.assert_close(blocks.dense_weight(), w, atol=1e-3, rtol=0)  # float32 solves
+
+
+@pytest.mark.parametrize("l1", [0.0, 0.5, 3.0])
+def test_screened_and_gram_solvers_agree(l1: float) -> None:
+    dm = small_dm()
+    fits = {}
+    for solver in ("gram", "screened"):
+        model = SLIM(dm.num_users, dm.num_items, l1=l1, l2=2.0, tol=1e-7, max_iter=3000,
+                     solver=solver)
+        model.fit_interactions(dm.train)
+        assert model.fitted_solver == solver
+        fits[solver] = model.dense_weight()
+    w = fits["gram"]
+    assert torch.all(fits["screened"] >= 0) and torch.all(torch.diagonal(fits["screened"]) == 0)
+    assert (w > 0).any()
+    torch.testing.assert_close(fits["screened"], w, atol=1e-3, rtol=0)
+
+
+def test_auto_solver_screens_sparse_catalogues_and_uses_the_gram_matrix_on_dense_ones() -> None:
+    sparse = NegativeSamplingDataModule(dataset=Synthetic(num_users=300, num_items=400,
+                                                          interactions_per_user=5, seed=1))
+    dense = small_dm()  # 120 users x 60 items, 12 each: every pair co-occurs often
+    for dm, expected in ((sparse, "screened"), (dense, "gram")):
+        model = SLIM(dm.num_users, dm.num_items, l1=1.0, l2=2.0)
+        model.fit_interactions(dm.train)
+        assert model.fitted_solver == expected
+
+
+def test_sparse_weights_survive_a_checkpoint_and_score_like_the_dense_product() -> None:
+    dm = small_dm()
+    model = SLIM(dm.num_users, dm.num_items, l1=0.5, l2=2.0)
+    model.fit_interactions(dm.train)
+    assert model.weight.is_sparse and model.weight._nnz() > 0
+    fresh = SLIM(dm.num_users, dm.num_items, l1=0.5, l2=2.0)  # empty W: a different nnz
+    fresh.load_state_dict(model.state_dict())
+    assert torch.equal(fresh.dense_weight(), model.dense_weight())
+    dm.setup("test")
+    batch = next(iter(dm.test_dataloader()))
+    expected = model.history(batch) @ model.dense_weight()  # [B, I]
+    torch.testing.assert_close(fresh.score(batch), expected)
+
+
+def test_unknown_solver_is_refused() -> None:
+    with pytest.raises(ValueError, match="solver"):
+        SLIM(3, 4, solver="newton")
 
 
 def test_bad_regularisation_is_refused() -> None:
@@ -48,11 +93,11 @@ def test_slim_logs_sparsity_and_its_weights_are_in_the_checkpoint() -> None:
     dm = small_dm()
     model = SLIM(dm.num_users, dm.num_items, l1=0.5, l2=2.0)
     metrics = fit_and_test(model, dm)
-    nnz = float((model.layer.weight > 0).sum())
+    nnz = float((model.dense_weight() > 0).sum())
     assert metrics["slim/nnz"] == nnz > 0
     assert metrics["slim/density"] == pytest.approx(nnz / dm.num_items**2)
-    assert torch.equal(model.state_dict()["layer.weight"], model.layer.weight)
-    assert not model.layer.weight.requires_grad  # solved, not optimised
+    assert torch.equal(model.state_dict()["weight"].to_dense(), model.dense_weight())
+    assert not list(model.parameters())  # solved, not optimised
 
 
 def test_slim_beats_popularity_on_ml100k() -> None:
@@ -118,7 +163,7 @@ def test_predict_exports_each_items_top_neighbours_with_raw_ids(tmp_path) -> Non
     trainer.predict(model, datamodule=dm, return_predictions=False)
     nb = pl.read_parquet(tmp_path / "neighbours.parquet")
     assert nb.columns == ["item", "rank", "neighbour", "weight"]
-    w = model.layer.weight.numpy()
+    w = model.dense_weight().numpy()
     raw = dm.data.item_ids
     for j in range(dm.num_items):
         expected = [i for i in np.argsort(-w[:, j], kind="stable")[:5] if w[i, j] > 0]

@@ -5,8 +5,11 @@
 
 A is the 0/1 training matrix [U, I]. Two ways to train it, chosen by class_path in the config:
 
-- `SLIM`: monotone FISTA on the Gram matrix A^T A (one [I, I] @ [I, C] product per step, tens of
-  steps), optionally `block_size` columns at a time: the columns are independent problems;
+- `SLIM`: FISTA in closed form, W stored sparse. Two solvers of the same objective: monotone FISTA
+  on the dense Gram matrix A^T A (one [I, I] @ [I, C] product per step, tens of steps, optionally
+  `block_size` columns at a time: the columns are independent problems), or, for large sparse
+  catalogues, one small problem per column restricted to the items that can be non-zero
+  (safe screening: w_kj > 0 only if G_kj > l1), batched (`lit_recs.nn.slim_screened`);
 - `SLIMGradient`: mini-batches of user rows of A (`UserRowsDataModule`) with any optimizer, and the
   proximal step (soft-threshold by lr * l1 / U, clamp at 0, zero diagonal) after every optimizer
   step, so W is exactly sparse during training. It minimises the same objective divided by U.
@@ -18,12 +21,13 @@ fit_intercept=False) used per column by other frameworks (n = number of users):
 
 Deviations from the paper: the paper solves each column by coordinate descent; FISTA solves the same
 objective. At evaluation the user's row a_u holds every known interaction (training, plus validation
-at test time). W is kept dense [I, I] in this version.
+at test time).
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
@@ -33,64 +37,126 @@ from torch import Tensor
 from lit_recs.data.batches import EvalBatch, RowBatch
 from lit_recs.data.interactions import Interactions
 from lit_recs.models.base import ClosedFormModule, RecModule
-from lit_recs.models.ease import gram
 from lit_recs.nn.slim import SLIMLayer, fista_slim, lipschitz
+from lit_recs.nn.slim_screened import candidates, slim_screened, sparse_gram
 
 log = logging.getLogger(__name__)
 
 
 class _SLIMWeights:
-    """What both SLIM trainers share: the layer, its regularisation, scoring, sparsity logging."""
+    """What both SLIM trainers share: the regularisation checks and sparsity logging."""
 
-    def _init_slim(self, num_items: int, l1: float, l2: float) -> None:
+    def _init_slim(self, l1: float, l2: float) -> None:
         if l1 < 0 or l2 < 0:
             raise ValueError(f"l1 and l2 must be >= 0, got l1={l1}, l2={l2}")
         self.l1, self.l2 = l1, l2
-        self.layer = SLIMLayer(num_items)
+
+    def sparsity(self) -> dict[str, float]:
+        raise NotImplementedError
 
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()
-        self.log_dict({f"slim/{k}": v for k, v in self.layer.sparsity().items()})
+        self.log_dict({f"slim/{k}": v for k, v in self.sparsity().items()})
 
-    def item_weights(self) -> Tensor:
-        return self.layer.weight.detach().clone().fill_diagonal_(0.0)  # [I, I]
 
-    def score(self, batch: EvalBatch) -> Tensor:
-        return self.layer(self.history(batch))  # [B, I] @ [I, I] -> [B, I]
+SOLVERS = ("auto", "gram", "screened")
 
 
 class SLIM(_SLIMWeights, ClosedFormModule):
-    """Args:
+    """SLIM solved in closed form by FISTA; W is stored sparse (a COO buffer `weight` [I, I]).
+
+    Args:
         l1: weight of ||W||_1 (sparsity); l2: weight of ||W||^2 / 2.
         max_iter / tol: FISTA's step budget; stop when a step moves no weight by more than tol x max|W|.
-        block_size: solve this many columns at a time (None: all at once).
+        solver: "gram": FISTA on the dense Gram matrix (I^2 floats), `block_size` columns at a time;
+            "screened": one small problem per column on its candidate set {k : G_kj > l1} (exact,
+            see `lit_recs.nn.slim_screened`), never dense, for large sparse catalogues; "auto":
+            screened when its work per step (sum of squared candidate-set sizes) is below 4 I^2.
+        block_size: the gram solver's columns per block (None: all at once).
     """
 
     def __init__(self, num_users: int, num_items: int, l1: float = 4.0, l2: float = 200.0,
-                 max_iter: int = 200, tol: float = 3e-3, block_size: int | None = None,
-                 **kwargs: Any) -> None:
+                 max_iter: int = 200, tol: float = 3e-3, solver: str = "auto",
+                 block_size: int | None = None, **kwargs: Any) -> None:
         super().__init__(num_users, num_items, **kwargs)
-        self._init_slim(num_items, l1, l2)
-        self.max_iter, self.tol = max_iter, tol
+        self._init_slim(l1, l2)
+        if solver not in SOLVERS:
+            raise ValueError(f"SLIM solver must be one of {SOLVERS}, got {solver!r}")
+        self.max_iter, self.tol, self.solver = max_iter, tol, solver
         self.block_size = block_size or num_items
-        self.layer.weight.requires_grad_(False)  # fitted in closed form, not by the optimizer
+        empty = torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0),
+                                        (num_items, num_items))
+        self.register_buffer("weight", empty.coalesce())  # [I, I] sparse, W[i, j] >= 0
+        self.register_load_state_dict_post_hook(lambda module, keys: module._drop_cache())
         self.fit_steps: list[int] = []
+        self.fitted_solver = ""
+        self._cache: tuple[Any, Tensor] | None = None
 
     def fit_interactions(self, train: Interactions) -> None:
-        g = torch.as_tensor(gram(train).astype(np.float32), device=self.layer.weight.device)
-        self.fit_steps = []
+        g = sparse_gram(train.binary_csr())  # [I, I] float32 CSR
+        solver = self.solver
+        if solver == "auto":
+            solver = "screened" if candidates(g, self.l1).work() < 4 * self.num_items**2 else "gram"
+        if solver == "screened":
+            w, self.fit_steps = slim_screened(g, self.l2, self.l1, self.max_iter, self.tol)
+            w = w.tocoo()
+            rows, cols, vals = w.row, w.col, w.data
+        else:
+            rows, cols, vals = self._fit_gram(torch.as_tensor(g.toarray()))
+        device = self.weight.device
+        indices = torch.as_tensor(np.stack([rows, cols]).astype(np.int64), device=device)
+        self.weight = torch.sparse_coo_tensor(indices, torch.as_tensor(vals, device=device),
+                                              (self.num_items, self.num_items)).coalesce()
+        self.fitted_solver = solver
+        self._drop_cache()
+        stats = self.sparsity()
+        log.info("SLIM (%s solver): at most %d FISTA steps, %.0f non-zeros (%.1f per item, "
+                 "density %.4f)", solver, max(self.fit_steps, default=0), stats["nnz"],
+                 stats["nnz_per_item"], stats["density"])
+
+    def _fit_gram(self, g: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """FISTA on the dense Gram matrix, block by block; only each block's non-zeros are kept."""
+        g = g.to(self.weight.device)
         bound = lipschitz(g, self.l2)  # shared by every block of columns
+        parts, self.fit_steps = [], []
         for start in range(0, self.num_items, self.block_size):
             cols = torch.arange(start, min(start + self.block_size, self.num_items),
                                 device=g.device)
             w, history = fista_slim(g, self.l2, self.l1, self.max_iter, self.tol, columns=cols,
-                                    lipschitz_bound=bound)
-            self.layer.weight[:, cols] = w
+                                    lipschitz_bound=bound)  # [I, C]
+            r, c = torch.nonzero(w > 0, as_tuple=True)
+            parts.append((r.cpu().numpy(), (c + start).cpu().numpy(), w[r, c].cpu().numpy()))
             self.fit_steps.append(len(history))
-        stats = self.layer.sparsity()
-        log.info("SLIM: %d FISTA steps per block, %.0f non-zeros (%.1f per item, density %.4f)",
-                 max(self.fit_steps), stats["nnz"], stats["nnz_per_item"], stats["density"])
+        return tuple(np.concatenate(p) for p in zip(*parts))  # type: ignore[return-value]
 
+    def _drop_cache(self) -> None:
+        self._cache = None
+
+    def _transposed(self) -> Tensor:
+        """W^T as sparse CSR on W's device, rebuilt when W changes (fit, load, device move)."""
+        key = (id(self.weight), self.weight.device)
+        if self._cache is None or self._cache[0] != key:
+            w = self.weight  # .t() of a sparse tensor fails under inference_mode: flip indices
+            w_t = torch.sparse_coo_tensor(w.indices().flip(0), w.values(), tuple(w.shape))
+            self._cache = (key, w_t.coalesce().to_sparse_csr())
+        return self._cache[1]
+
+    def dense_weight(self) -> Tensor:
+        return self.weight.to_dense()  # [I, I]
+
+    def item_weights(self) -> Tensor:
+        return self.weight  # sparse [I, I]
+
+    def sparsity(self) -> dict[str, float]:
+        nnz = float((self.weight.values() > 0).sum())
+        return {"nnz": nnz, "nnz_per_item": nnz / self.num_items,
+                "density": nnz / self.num_items**2}
+
+    def score(self, batch: EvalBatch) -> Tensor:
+        rows = self.history(batch)  # [B, I]
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse.mm(self._transposed(), rows.T).T  # (W^T rows^T)^T = rows W [B, I]
 
 
 class SLIMGradient(_SLIMWeights, RecModule):
@@ -103,7 +169,17 @@ class SLIMGradient(_SLIMWeights, RecModule):
     def __init__(self, num_users: int, num_items: int, l1: float = 4.0, l2: float = 200.0,
                  **kwargs: Any) -> None:
         super().__init__(num_users, num_items, **kwargs)
-        self._init_slim(num_items, l1, l2)
+        self._init_slim(l1, l2)
+        self.layer = SLIMLayer(num_items)
+
+    def sparsity(self) -> dict[str, float]:
+        return self.layer.sparsity()
+
+    def item_weights(self) -> Tensor:
+        return self.layer.weight.detach().clone().fill_diagonal_(0.0)  # [I, I]
+
+    def score(self, batch: EvalBatch) -> Tensor:
+        return self.layer(self.history(batch))  # [B, I] @ [I, I] -> [B, I]
 
     def compute_loss(self, batch: RowBatch) -> Tensor:
         residual = batch.rows - self.layer(batch.rows)  # [B, I]

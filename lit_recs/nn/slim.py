@@ -17,19 +17,14 @@ import torch
 from torch import Tensor, nn
 
 
-def _diag_index(columns: Tensor) -> tuple[Tensor, Tensor]:
-    """(row, col) positions of the constrained-to-zero entries in a block W[:, columns]."""
-    return columns, torch.arange(len(columns), device=columns.device)
-
-
-def gram_times(gram: Tensor, w: Tensor, sparse_below: float = 0.1) -> Tensor:
-    """G @ W for a symmetric G [I, I] and W [I, C]; sparse product when W is mostly zeros."""
-    density = float((w != 0).sum()) / max(1, w.numel())
-    if density >= sparse_below or w.device.type != "cpu":
-        return gram @ w  # [I, C]
+def times_gram(wt: Tensor, gram: Tensor, sparse_below: float = 0.1) -> Tensor:
+    """W^T G [C, I] for W^T [C, I] and a symmetric G [I, I] (so W^T G = (G W)^T); a sparse product
+    (nnz(W) * I work) when W is mostly zeros on the CPU."""
+    if wt.device.type != "cpu" or torch.count_nonzero(wt) >= sparse_below * wt.numel():
+        return wt @ gram  # [C, I]
     with warnings.catch_warnings():  # "sparse CSR support is in beta"
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse.mm(w.T.to_sparse_csr(), gram).T  # (W^T G)^T = G W: nnz(W) * I work
+        return torch.sparse.mm(wt.to_sparse_csr(), gram)  # [C, I]
 
 
 def slim_objective(gram: Tensor, w: Tensor, l2: float, l1: float,
@@ -60,49 +55,57 @@ def fista_slim(
     columns: Tensor | None = None,
     lipschitz_bound: float | None = None,
 ) -> tuple[Tensor, list[float]]:
-    """Monotone FISTA (Beck & Teboulle 2009) for SLIM. Returns W [I, C] and f after each step.
+    """Monotone FISTA (Beck & Teboulle 2009) for SLIM, with gradient-based adaptive restart
+    (O'Donoghue & Candes 2015). Returns W [I, C] and f after each step.
 
     One product with G per iteration: G @ z of the new proximal point; the products of the
     momentum points are linear combinations of stored ones. Stops when the proximal step moves
     no entry by more than `tol` times the largest entry of W (the gradient mapping, which vanishes
     exactly at the optimum), or after `max_iter` steps. The history never increases.
     `lipschitz_bound` (of G + l2 I) is estimated when not given; pass it when solving many blocks.
+    Works on W^T [C, I] (rows are columns of W: contiguous for the sparse product).
     """
     n = len(gram)
     cols = torch.arange(n, device=gram.device) if columns is None else columns.to(gram.device)
-    diag = _diag_index(cols)
-    g_cols = gram[:, cols]  # [I, C]
-    const = 0.5 * torch.diagonal(gram)[cols].sum()
+    diag = (torch.arange(len(cols), device=gram.device), cols)  # W[cols[c], c] = 0
+    g_t = gram[cols]  # [C, I] = G[:, cols]^T (G symmetric)
+    const = 0.5 * float(torch.diagonal(gram)[cols].sum())
     step = 1.0 / (lipschitz_bound or lipschitz(gram, l2))
+    target = (g_t - l1) * step  # [C, I]: the constant part of the proximal-gradient step
 
-    def f(w: Tensor, gw: Tensor) -> float:
-        return float(0.5 * (w * gw).sum() - (g_cols * w).sum() + const
-                     + 0.5 * l2 * w.square().sum() + l1 * w.sum())
+    def f(w: Tensor, gw: Tensor) -> float:  # sum w * (1/2 G w - g + l2/2 w + l1) + const
+        nz = w.nonzero(as_tuple=True)  # w >= 0 and mostly zeros: only its support counts
+        v = w[nz]
+        return float((v * (0.5 * gw[nz] - g_t[nz] + 0.5 * l2 * v + l1)).sum()) + const
 
-    x = torch.zeros_like(g_cols)  # [I, C] current iterate
-    gx = torch.zeros_like(g_cols)  # G @ x
-    x_prev, gx_prev = x, gx
-    y, gy = x, gx
-    t, fx = 1.0, f(x, gx)
+    x = torch.zeros_like(g_t)  # [C, I] current iterate (W^T)
+    gx = torch.zeros_like(g_t)  # x @ G
+    x_prev, gx_prev, y, gy = x, gx, x, gx
+    t, fx = 1.0, const
     history: list[float] = []
     for _ in range(max_iter):
-        z = (y - step * (gy - g_cols + l2 * y) - step * l1).clamp_(min=0.0)  # prox of the step
-        z[diag] = 0.0
-        gz = gram_times(gram, z)  # [I, C]
+        z = torch.add(target, y, alpha=1.0 - step * l2).sub_(gy, alpha=step).clamp_(min=0.0)
+        z[diag] = 0.0  # z = prox(y - step * grad(y))
+        gz = times_gram(z, gram)  # [C, I]
         fz = f(z, gz)
+        moved_by = torch.sub(z, y)  # [C, I] the gradient mapping times the step
+        moved = float(moved_by.abs().max())
+        uphill = float(torch.dot(moved_by.view(-1), torch.sub(z, x).view(-1))) < 0
         x_prev, gx_prev = x, gx
-        moved = float((z - y).abs().max())  # [I, C] -> scalar: step length of the prox-gradient
         if fz <= fx:
             x, gx, fx = z, gz, fz
         history.append(fx)
+        if uphill:  # (y - z) . (z - x) > 0: the momentum points uphill, restart it
+            t = 1.0
         t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
         a, b = t / t_next, (t - 1.0) / t_next
-        y = x + a * (z - x) + b * (x - x_prev)  # [I, C]
-        gy = gx + a * (gz - gx) + b * (gx - gx_prev)  # G @ y, without a product
+        # y = x + a (z - x) + b (x - x_prev), and G y from the stored products, without a product
+        y = torch.mul(x, 1.0 - a + b).add_(z, alpha=a).sub_(x_prev, alpha=b)
+        gy = torch.mul(gx, 1.0 - a + b).add_(gz, alpha=a).sub_(gx_prev, alpha=b)
         t = t_next
-        if moved <= tol * max(float(x.abs().max()), 1e-12):
+        if moved <= tol * max(float(x.max()), 1e-12):
             break
-    return x, history
+    return x.T, history
 
 
 class SLIMLayer(nn.Module):
