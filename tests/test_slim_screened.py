@@ -82,3 +82,22 @@ def test_l1_above_every_co_count_gives_an_empty_w() -> None:
     top = float(np.max(np.where(np.eye(12, dtype=bool), 0, (a.T @ a))))
     w, steps = slim_screened(g, 1.0, top)
     assert w.nnz == 0 and steps == []
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_lipschitz_bounds_are_upper_bounds_and_tight(seed: int) -> None:
+    from lit_recs.nn.slim import lipschitz
+    from lit_recs.nn.slim_screened import batched_lipschitz
+
+    a = random_binary(seed, users=50, items=20, density=0.2)
+    g = torch.as_tensor(a.T @ a)
+    top = float(torch.linalg.eigvalsh(g).max())
+    bound = lipschitz(g, 0.5)
+    assert top + 0.5 <= bound <= 1.05 * top + 0.5
+    blocks = torch.stack([g[:10, :10], g[10:, 10:]])  # [2, 10, 10]
+    blocks[1, 7:, :] = 0.0  # padding rows and columns
+    blocks[1, :, 7:] = 0.0
+    bounds = batched_lipschitz(blocks, 0.5)  # [2, 1]
+    for c in range(2):
+        top = float(torch.linalg.eigvalsh(blocks[c]).max())
+        assert top + 0.5 <= float(bounds[c]) <= 1.05 * top + 0.5

@@ -85,7 +85,7 @@ class SLIM(_SLIMWeights, ClosedFormModule):
         self.max_iter, self.tol, self.solver = max_iter, tol, solver
         self.block_size = block_size or num_items
         empty = torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0),
-                                        (num_items, num_items))
+                                        (num_items, num_items), check_invariants=False)
         self.register_buffer("weight", empty.coalesce())  # [I, I] sparse, W[i, j] >= 0
         self.register_load_state_dict_post_hook(lambda module, keys: module._drop_cache())
         self.fit_steps: list[int] = []
@@ -106,7 +106,8 @@ class SLIM(_SLIMWeights, ClosedFormModule):
         device = self.weight.device
         indices = torch.as_tensor(np.stack([rows, cols]).astype(np.int64), device=device)
         self.weight = torch.sparse_coo_tensor(indices, torch.as_tensor(vals, device=device),
-                                              (self.num_items, self.num_items)).coalesce()
+                                              (self.num_items, self.num_items),
+                                              check_invariants=False).coalesce()
         self.fitted_solver = solver
         self._drop_cache()
         stats = self.sparsity()
@@ -137,7 +138,8 @@ class SLIM(_SLIMWeights, ClosedFormModule):
         key = (id(self.weight), self.weight.device)
         if self._cache is None or self._cache[0] != key:
             w = self.weight  # .t() of a sparse tensor fails under inference_mode: flip indices
-            w_t = torch.sparse_coo_tensor(w.indices().flip(0), w.values(), tuple(w.shape))
+            w_t = torch.sparse_coo_tensor(w.indices().flip(0), w.values(), tuple(w.shape),
+                                          check_invariants=False)
             self._cache = (key, w_t.coalesce().to_sparse_csr())
         return self._cache[1]
 

@@ -1,6 +1,6 @@
 """Validation sweep behind conf/model/ease.yaml and conf/model/itemknn.yaml (choose by val only).
 
-    LIT_RECS_DATA=../shared/datasets python experiments/closed_form_ml100k/select.py
+    LIT_RECS_DATA=../shared/datasets python experiments/closed_form_ml100k/sweep.py
 
 Prints, per protocol and setting: (val NDCG@10, test NDCG@10, test HR@10, sampled99 HR@10,
 sampled99 NDCG@10).
@@ -32,7 +32,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
     for split in ["random", "loo"]:
-        for l2 in [50, 100, 200, 400, 800]:
+        for l2 in [50, 100, 200, 250, 300, 350, 400, 500, 600, 800]:
             print(split, "EASE", l2, ev(EASE, split, l2=l2), flush=True)
         for k in [20, 50, 100, 200]:
             print(split, "ItemKNN", k, ev(ItemKNN, split, k=k), flush=True)
