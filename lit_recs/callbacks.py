@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -15,9 +16,11 @@ import numpy as np
 import polars as pl
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+
+from lit_recs.runtime import release_free_heap
 
 
 def git_commit(path: str | Path | None = None) -> str | None:
@@ -50,6 +53,45 @@ def versions() -> dict[str, str]:
         "lightning": lightning.__version__, "numpy": np.__version__, "polars": pl.__version__,
         "lit_recs": lit_recs.__version__,
     }
+
+
+class ReleaseFreeHeap(Callback):
+    """Returns the C heap's free memory to the OS after every training epoch
+    (`lit_recs.runtime.release_free_heap`); the CLI adds it to every `fit`."""
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        release_free_heap()
+
+
+class StillImproving(Callback):
+    """Warns when training ended (max_epochs) while the monitored validation metric was still
+    improving: its best value came in the last `last` evaluations and early stopping never fired.
+    Under-trained models (BERT4Rec in most frameworks) are the commonest reason for weak results.
+    The CLI adds it to every `fit`, watching the ModelCheckpoint's monitor."""
+
+    def __init__(self, monitor: str = "val/ndcg@10", mode: str = "max", last: int = 3) -> None:
+        self.monitor, self.mode, self.last = monitor, mode, last
+        self.history: list[float] = []
+        self.warning: str | None = None
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking and value is not None:
+            self.history.append(float(value))
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        stopped = any(isinstance(cb, EarlyStopping) and cb.stopped_epoch > 0
+                      for cb in trainer.callbacks)
+        if stopped or len(self.history) < 2:
+            return
+        values = np.array(self.history)
+        best = int(np.argmax(values) if self.mode == "max" else np.argmin(values))
+        if best >= len(values) - self.last:
+            self.warning = (f"{self.monitor} was still improving when training ended (best "
+                            f"{values[best]:.4f} at evaluation {best + 1} of {len(values)}): "
+                            "raise trainer.max_epochs")
+            logging.getLogger(__name__).warning(self.warning)
+            rank_zero_warn(self.warning)
 
 
 class ResultsWriter(Callback):

@@ -31,7 +31,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 
-from lit_recs.callbacks import ResultsWriter, TopKWriter, git_commit, git_dirty
+from lit_recs.callbacks import (
+    ReleaseFreeHeap,
+    ResultsWriter,
+    StillImproving,
+    TopKWriter,
+    git_commit,
+    git_dirty,
+)
 from lit_recs.data.datamodules import RecDataModule
 from lit_recs.models.base import RecModule
 
@@ -83,6 +90,7 @@ class RecCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("auto_configure_optimizers", False)
+        self._cli_args = kwargs.get("args")
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: Any) -> None:
@@ -92,6 +100,30 @@ class RecCLI(LightningCLI):
                             help="after fit, test the best checkpoint (fit only)")
         parser.add_argument("--torch_num_threads", type=int | None, default=None,
                             help="CPU threads for torch ops (None: torch's default)")
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning refills the model's arguments from `--ckpt_path`'s hyperparameters, over the
+        config files and the command line; then `test --config run/config.yaml --ckpt_path ...
+        --model.init_args.mask_seen false` would silently test with the saved value. When the
+        model's arguments were given explicitly (a config naming the model, or --model.*), they
+        are kept; with only a class name, or none, the checkpoint fills them in as in Lightning."""
+        sub = self.config.get("subcommand")
+        model = self.config[sub].get("model") if sub else None
+        if model is not None and model.get("init_args") and self._model_args_given(sub):
+            return
+        super()._parse_ckpt_path()
+
+    def _model_args_given(self, sub: str) -> bool:
+        args = [str(a) for a in (sys.argv[1:] if self._cli_args is None else self._cli_args)]
+        if any(a.startswith("--model.") for a in args):
+            return True
+        model_files = [b for a, b in zip(args, args[1:]) if a == "--model" and b.endswith(".yaml")]
+        config_files = [str(c) for c in (self.config[sub].get("config") or [])]
+        for path in config_files:  # a config file with a model section (e.g. a run's config.yaml)
+            text = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None
+            if isinstance(text, dict) and text.get("model"):
+                return True
+        return bool(model_files)
 
     # ---------------------------------------------------------------- run folder
     def before_instantiate_classes(self) -> None:
@@ -116,6 +148,11 @@ class RecCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.append(ResultsWriter(config=self._config_dict()))
+        ckpt = trainer.checkpoint_callback
+        if self.subcommand == "fit" and isinstance(ckpt, ModelCheckpoint) and ckpt.monitor:
+            trainer.callbacks.append(StillImproving(ckpt.monitor, ckpt.mode))
+        if self.subcommand == "fit":
+            trainer.callbacks.append(ReleaseFreeHeap())
         if self.subcommand == "predict" and not any(
             isinstance(cb, TopKWriter) for cb in trainer.callbacks
         ):

@@ -26,7 +26,8 @@ class EvalBatch:
 
     `seen` and `targets` are (row, item) index pairs into the [B, I] score matrix, sorted by row
     then item; rows of padding users (weight 0) have none. `sampled` holds the sampled
-    protocol's fixed negatives.
+    protocol's fixed negatives. `sequences` (sequence DataModules only) holds each user's known
+    items as tokens (0 = padding, item + 1, last position = the [mask] token to predict).
     """
 
     users: Tensor  # [B] long (padding rows: 0)
@@ -34,6 +35,7 @@ class EvalBatch:
     seen: Tensor  # [2, S] long: (row, item) pairs excluded from ranking
     targets: Tensor  # [2, T] long: (row, item) held-out pairs
     sampled: Tensor | None = None  # [B, N] long: fixed negatives of the sampled protocol
+    sequences: Tensor | None = None  # [B, L] long: known items in time order (sequence models)
 
     def __len__(self) -> int:
         return len(self.users)
@@ -57,6 +59,22 @@ class RowBatch:
 
     users: Tensor  # [B] long
     rows: Tensor  # [B, I] float 0/1
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+@dataclass
+class ClozeBatch:
+    """Masked-item (Cloze) training sequences, right-aligned (padding on the left).
+
+    Tokens: 0 = padding, item index + 1 = an item, num_items + 1 = [mask]. `labels` holds the
+    original item index at every masked position and -1 elsewhere.
+    """
+
+    users: Tensor  # [B] long
+    tokens: Tensor  # [B, L] long
+    labels: Tensor  # [B, L] long, -1 = no loss here
 
     def __len__(self) -> int:
         return len(self.users)

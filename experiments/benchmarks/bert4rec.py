@@ -1,0 +1,136 @@
+"""BERT4Rec on ML-100K (seq-loo): time per epoch, time to the final best validation NDCG@10, peak
+memory and test metrics, with the reference system's sizes and seen-item masking off.
+
+    LIT_RECS_DATA=../shared/datasets python experiments/benchmarks/bert4rec.py [--seed 42]
+        [--max-epochs 400 --patience 20] [--mask-seen] [--device cpu|cuda] [--precision 32|bf16-mixed]
+        [--mask-prob 0.2 --last-only 0.0 --stride 50 --dropout 0.1 --batch-size 128]
+        [--synthetic-items 0 --sampled 0]
+
+The reference (RecBole 1.2.1 on this machine, PROTOCOLS.md): 2 layers, 2 heads, hidden 64, L = 50,
+no seen-item masking: test HR@10 0.1135 / NDCG@10 0.0502 after 12 epochs = 2,242 s of training
+(187 s per epoch), peak memory 4.6 GB. Same sizes here (conf/data/ml-100k-seq.yaml and
+conf/model/bert4rec.yaml: mask probability 0.2, batch 128, Adam lr 1e-3, dropout 0.1), trained with
+early stopping on validation NDCG@10 (computed with the same masking as the test). Printed: seconds
+per training epoch (mean, excluding validation), the training time until the epoch whose
+checkpoint is tested (the best validation NDCG@10), the whole fit, tokens per second (non-padding
+input tokens of the training batches), peak RSS, and the test metrics of the best checkpoint.
+`--synthetic-items N` trains on a synthetic catalogue of N items instead (with `--sampled K`: the
+sampled softmax with K negatives), e.g. to measure tokens/s at 100k items on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import resource
+import time
+import warnings
+
+import lightning
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+from lit_recs.callbacks import ReleaseFreeHeap
+from lit_recs.data.cloze import ClozeDataModule
+from lit_recs.data.datasets import Synthetic
+from lit_recs.models import BERT4Rec
+
+
+class Clock(lightning.Callback):
+    """Training seconds per epoch (validation excluded) and non-padding tokens seen."""
+
+    def __init__(self) -> None:
+        self.epoch_s: list[float] = []
+        self.tokens = 0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.tokens += int((batch.tokens > 0).sum())
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+        self.epoch_s.append(time.perf_counter() - self._t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--max-epochs", type=int, default=400)
+    ap.add_argument("--patience", type=int, default=20)
+    ap.add_argument("--mask-seen", action="store_true", help="mask seen items (off: as the reference)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--precision", default="32-true")
+    ap.add_argument("--synthetic-items", type=int, default=0)
+    ap.add_argument("--synthetic-users", type=int, default=20_000)
+    ap.add_argument("--sampled", type=int, default=0, help="sampled-softmax negatives (0: full)")
+    ap.add_argument("--mask-prob", type=float, default=0.2)
+    ap.add_argument("--last-only", type=float, default=0.0, help="share of last-item-only masks")
+    ap.add_argument("--stride", type=int, default=50, help="sliding-window stride (0: last L only)")
+    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--batch-size", type=int, default=128)
+    args = ap.parse_args()
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*(LeafSpec|num_workers|does not have many).*")
+    lightning.seed_everything(args.seed, verbose=False)
+
+    if args.synthetic_items:
+        data = Synthetic(num_users=args.synthetic_users, num_items=args.synthetic_items,
+                         interactions_per_user=50, seed=0)
+        name = f"synthetic {args.synthetic_users} users x {args.synthetic_items} items"
+    else:
+        data, name = "ml-100k", "ml-100k"
+    dm = ClozeDataModule(dataset=data, max_len=50, mask_prob=args.mask_prob,
+                         last_only_prob=args.last_only, window_stride=args.stride or None,
+                         batch_size=args.batch_size, sampled_negatives=0)
+    model = BERT4Rec(dm.num_users, dm.num_items, max_len=50, dim=64, layers=2, heads=2,
+                     dropout=args.dropout, loss="sampled" if args.sampled else "full",
+                     num_sampled=max(args.sampled, 1), mask_seen=args.mask_seen,
+                     optimizer=lambda p: torch.optim.Adam(p, lr=1e-3))
+    clock = Clock()
+    ckpt = ModelCheckpoint(monitor="val/ndcg@10", mode="max", save_top_k=1,
+                           dirpath=f"/tmp/lit_recs_bench_bert4rec_{os.getpid()}")
+    trainer = lightning.Trainer(
+        max_epochs=args.max_epochs, accelerator=args.device, devices=1,
+        precision=args.precision, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0,
+        callbacks=[clock, ckpt, ReleaseFreeHeap(), EarlyStopping(monitor="val/ndcg@10", mode="max",
+                                              patience=args.patience)])
+    t0 = time.perf_counter()
+    trainer.fit(model, datamodule=dm)
+    fit_s = time.perf_counter() - t0
+    best_epoch = int(torch.load(ckpt.best_model_path, weights_only=False)["epoch"])  # 0-based
+    to_best = sum(clock.epoch_s[: best_epoch + 1])
+    test = trainer.test(model, datamodule=dm, ckpt_path=ckpt.best_model_path, verbose=False)[0]
+    epochs = len(clock.epoch_s)
+    mean_epoch = sum(clock.epoch_s) / epochs
+    print(f"{name}, seq-loo, seen items {'masked' if args.mask_seen else 'not masked'}, seed "
+          f"{args.seed}: {dm.num_users} users, {dm.num_items} items, {len(dm.train)} training "
+          f"interactions; mask_prob {args.mask_prob}, last-only share {args.last_only}, window "
+          f"stride {args.stride or None}, dropout {args.dropout}, batch {args.batch_size}")
+    print("| what | lit_recs | reference (RecBole 1.2.1, same machine) |")
+    print("|---|---|---|")
+    print(f"| training epochs (best epoch tested) | {epochs} ({best_epoch + 1}) | 12 |")
+    print(f"| seconds per training epoch | {mean_epoch:.2f} | 187 |")
+    print(f"| training time to the tested epoch | {to_best:.1f} s | 2,242 s |")
+    print(f"| whole fit incl. validation and patience | {fit_s:.1f} s | |")
+    print(f"| tokens per second (training) | {clock.tokens / sum(clock.epoch_s):,.0f} | |")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    peak = f"{rss:.2f} GB RSS" + (f", {torch.cuda.max_memory_allocated() / 1e9:.2f} GB GPU"
+                                  if args.device == "cuda" else "")
+    print(f"| peak memory | {peak} | 4.6 GB |")
+    best_val = float(ckpt.best_model_score)
+    print(f"| best validation NDCG@10 | {best_val:.4f} | |")
+    print(f"| test HR@10 / NDCG@10 | {test['test/hr@10']:.4f} / {test['test/ndcg@10']:.4f} "
+          "| 0.1135 / 0.0502 |")
+    gpu = f", GPU {torch.cuda.get_device_name()}" if args.device == "cuda" else ""
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch threads "
+          f"{torch.get_num_threads()}{gpu}, precision {args.precision}, torch {torch.__version__}")
+
+
+if __name__ == "__main__":
+    main()
