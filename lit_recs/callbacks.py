@@ -86,7 +86,7 @@ class StillImproving(Callback):
             return
         values = np.array(self.history)
         best = int(np.argmax(values) if self.mode == "max" else np.argmin(values))
-        if best >= len(values) - self.last:
+        if best > 0 and best >= len(values) - self.last:  # improved, and recently
             self.warning = (f"{self.monitor} was still improving when training ended (best "
                             f"{values[best]:.4f} at evaluation {best + 1} of {len(values)}): "
                             "raise trainer.max_epochs")
@@ -157,6 +157,8 @@ class ResultsWriter(Callback):
             "git_commit": git_commit(),
             "git_dirty": git_dirty(),
             "world_size": trainer.world_size,
+            "warnings": [cb.warning for cb in trainer.callbacks
+                         if isinstance(cb, StillImproving) and cb.warning],
             "versions": versions(),
         }
         path = Path(trainer.default_root_dir) / self.filename

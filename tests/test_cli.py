@@ -53,6 +53,7 @@ def test_fit_writes_results_checkpoint_and_config(quickstart_run: Path) -> None:
     assert results["timings"]["fit_s"] > 0 and results["timings"]["test_s"] > 0
     assert results["versions"]["torch"] == torch.__version__
     assert results["git_dirty"] in (True, False, None)
+    assert all("still improving" in w for w in results["warnings"])  # StillImproving's, if any
     # fit ends by validating the best checkpoint: val/* and test/* describe the same epoch
     assert metrics["val/ndcg@10"] == pytest.approx(results["best_checkpoint"]["score"], abs=1e-6)
 

@@ -29,6 +29,7 @@ def test_quiet_when_the_metric_peaked_earlier_or_early_stopping_fired() -> None:
     assert ended([0.1, 0.3, 0.2, 0.2, 0.25]).warning is None
     assert ended([0.1, 0.2, 0.3], stopped_epoch=3).warning is None
     assert ended([0.3]).warning is None  # a single evaluation (closed-form fits)
+    assert ended([0.3, 0.2]).warning is None  # never improved after the first evaluation
 
 
 def test_minimised_metrics() -> None:
