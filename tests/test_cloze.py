@@ -7,6 +7,7 @@ import pytest
 
 from lit_recs.data.cloze import ClozeDataModule, cloze_mask, history_tokens, right_aligned, windows
 from lit_recs.data.datasets import Synthetic
+from lit_recs.data.interactions import Interactions
 
 
 def small_dm(**kw) -> ClozeDataModule:
@@ -97,15 +98,15 @@ def test_evaluation_histories_end_with_mask_and_include_validation_at_test_time(
     for stage, parts in (("val", [s.train]), ("test", [s.train, s.val])):
         batch = next(iter(dm.val_dataloader() if stage == "val" else dm.test_dataloader()))
         assert (batch.sequences[:, -1] == dm.mask_token).all()
-        expected = history_tokens(parts, dm.max_len)[batch.users.numpy()]
+        expected = history_tokens(Interactions.concat(parts), dm.max_len)[batch.users.numpy()]
         np.testing.assert_array_equal(batch.sequences.numpy(), expected)
     u = int(s.val.users[0])
     val_item = int(s.val.items[s.val.users == u][0])
-    test_tokens = history_tokens([s.train, s.val], dm.max_len)[u]
+    test_tokens = history_tokens(Interactions.concat([s.train, s.val]), dm.max_len)[u]
     assert test_tokens[-2] == val_item + 1  # the most recent known item, just before [mask]
     order = s.train.time_order()
     train_items = s.train.items[order][s.train.users[order] == u]
-    assert history_tokens([s.train], dm.max_len)[u][-2] == train_items[-1] + 1
+    assert history_tokens(s.train, dm.max_len)[u][-2] == train_items[-1] + 1
 
 
 def test_bad_arguments_are_refused() -> None:

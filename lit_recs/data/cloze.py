@@ -116,24 +116,13 @@ class SequenceEvalDataset(EvalDataset):
         return batch
 
 
-def history_tokens(parts: list[Interactions], max_len: int) -> np.ndarray:
-    """Each user's known items (the parts, in time order) as tokens [U, L]: the last L - 1 items,
+def history_tokens(known: Interactions, max_len: int) -> np.ndarray:
+    """Each user's known items (in time order) as tokens [U, L]: the last L - 1 items,
     right-aligned, then the [mask] token the model fills in."""
-    inter = parts[0]
-    if len(parts) > 1:  # concatenate the logs; time order is restored by sequences()
-        inter = Interactions(
-            users=np.concatenate([p.users for p in parts]),
-            items=np.concatenate([p.items for p in parts]),
-            num_users=inter.num_users, num_items=inter.num_items, user_ids=inter.user_ids,
-            item_ids=inter.item_ids,
-            timestamps=(np.concatenate([p.timestamps for p in parts])
-                        if all(p.timestamps is not None for p in parts) else None),
-            name=inter.name)
-    indptr, flat = inter.sequences()
-    counts = np.diff(indptr)
-    length = np.minimum(counts, max_len - 1)
+    indptr, flat = known.sequences()
+    length = np.minimum(np.diff(indptr), max_len - 1)
     tokens = right_aligned(flat, indptr[1:] - length, length, max_len - 1)  # [U, L - 1]
-    mask = np.full((len(tokens), 1), inter.num_items + 1)
+    mask = np.full((len(tokens), 1), known.num_items + 1)
     return np.concatenate([tokens, mask], axis=1).astype(np.int64)  # [U, L]
 
 
@@ -174,9 +163,7 @@ class ClozeDataModule(RecDataModule):
 
     def _build_eval(self, stage: Stage) -> EvalDataset:
         base = super()._build_eval(stage)
-        s = self.splits
-        known = {"val": [s.train], "test": [s.train, s.val], "predict": [s.train, s.val, s.test]}
-        return SequenceEvalDataset(base, history_tokens(known[stage], self.max_len))
+        return SequenceEvalDataset(base, history_tokens(self.known(stage), self.max_len))
 
     def train_dataloader(self) -> DataLoader:
         replicas, rank = self._world()

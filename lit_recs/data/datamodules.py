@@ -191,10 +191,15 @@ class RecDataModule(LightningDataModule):
             self._eval[stage] = self._build_eval(stage)
         return self._eval[stage]
 
+    def known(self, stage: Stage) -> Interactions:
+        """What a user is known to have at `stage`: train (val), + val (test), + test (predict)."""
+        s = self.splits
+        parts = {"val": [s.train], "test": [s.train, s.val], "predict": [s.train, s.val, s.test]}
+        return Interactions.concat(parts[stage])
+
     def _build_eval(self, stage: Stage) -> EvalDataset:
         s = self.splits
-        known = {"val": [s.train], "test": [s.train, s.val], "predict": [s.train, s.val, s.test]}
-        seen = _union_csr(known[stage])
+        seen = self.known(stage).binary_csr()
         if stage == "predict":
             return EvalDataset(np.arange(self.num_users), seen, None, None)
         targets = (s.val if stage == "val" else s.test).binary_csr()
@@ -232,16 +237,6 @@ class RecDataModule(LightningDataModule):
             f"{type(self).__name__} serves no training batches: use a subclass such as "
             "lit_recs.data.datamodules.NegativeSamplingDataModule"
         )
-
-
-def _union_csr(parts: list[Interactions]) -> sp.csr_matrix:
-    mat = parts[0].binary_csr()
-    for p in parts[1:]:
-        mat = mat + p.binary_csr()
-    mat = sp.csr_matrix(mat)
-    mat.data[:] = 1.0
-    mat.sort_indices()
-    return mat
 
 
 class PairDataset(Dataset):

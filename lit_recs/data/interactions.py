@@ -97,6 +97,20 @@ class Interactions:
             _cache={},
         )
 
+    @staticmethod
+    def concat(parts: list[Interactions]) -> Interactions:
+        """The rows of logs that share one id space (the parts of a split), in order."""
+        first = parts[0]
+        if len(parts) == 1:
+            return first
+
+        def joined(col: str) -> np.ndarray | None:
+            arrays = [getattr(p, col) for p in parts]
+            return None if any(a is None for a in arrays) else np.concatenate(arrays)
+
+        return replace(first, users=joined("users"), items=joined("items"),
+                       ratings=joined("ratings"), timestamps=joined("timestamps"), _cache={})
+
     def compact(self) -> Interactions:
         """Re-index so that only users/items present in the log keep an index (after filtering)."""
         keep_u = np.unique(self.users)

@@ -21,12 +21,12 @@ from torch import Tensor
 from lit_recs.data.batches import EvalBatch
 from lit_recs.data.interactions import Interactions
 from lit_recs.models.base import ClosedFormModule
+from lit_recs.nn.slim_screened import sparse_gram
 
 
 def gram(train: Interactions) -> np.ndarray:
     """X^T X of the 0/1 training matrix as a dense float64 array [I, I]."""
-    x = train.binary_csr()
-    return (x.T @ x).toarray().astype(np.float64)  # [I, I]
+    return sparse_gram(train.binary_csr()).toarray().astype(np.float64)  # [I, I], exact counts
 
 
 def ease_weights(g: Tensor, l2: float) -> Tensor:

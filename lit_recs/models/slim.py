@@ -94,11 +94,13 @@ class SLIM(_SLIMWeights, ClosedFormModule):
 
     def fit_interactions(self, train: Interactions) -> None:
         g = sparse_gram(train.binary_csr())  # [I, I] float32 CSR
-        solver = self.solver
+        solver, cand = self.solver, None
         if solver == "auto":
-            solver = "screened" if candidates(g, self.l1).work() < 4 * self.num_items**2 else "gram"
+            cand = candidates(g, self.l1)
+            solver = "screened" if cand.work() < 4 * self.num_items**2 else "gram"
         if solver == "screened":
-            w, self.fit_steps = slim_screened(g, self.l2, self.l1, self.max_iter, self.tol)
+            w, self.fit_steps = slim_screened(g, self.l2, self.l1, self.max_iter, self.tol,
+                                              cand=cand)
             w = w.tocoo()
             rows, cols, vals = w.row, w.col, w.data
         else:

@@ -134,11 +134,11 @@ def _sub_grams(g: sp.csr_matrix, rows: Tensor, valid: Tensor) -> Tensor:
 
 def slim_screened(g: sp.csr_matrix, l2: float, l1: float, max_iter: int = 200, tol: float = 3e-3,
                   max_entries: int = 1 << 24, max_rows: int = 2048,
-                  ) -> tuple[sp.csc_matrix, list[int]]:
+                  cand: Candidates | None = None) -> tuple[sp.csc_matrix, list[int]]:
     """SLIM's W [I, I] (sparse CSC) from the Gram matrix G (float32 CSR), one screened column
     problem per item, in chunks of at most `max_entries` sub-Gram entries. Returns W and the FISTA
-    steps of each chunk."""
-    cand = candidates(g, l1)
+    steps of each chunk. `cand`: the candidate sets of (g, l1), when already computed."""
+    cand = candidates(g, l1) if cand is None else cand
     num_items = g.shape[0]
     values = np.zeros(len(cand.rows), dtype=np.float32)
     steps: list[int] = []
