@@ -5,7 +5,8 @@
     lit-recs test --config <run>/config.yaml --ckpt_path <run>/checkpoints/best.ckpt
 
 What this adds to LightningCLI:
-- `num_users` / `num_items` are linked from the DataModule into the model;
+- `num_users` / `num_items` (and `num_features` / `num_fields` of field-encoded data) are linked
+  from the DataModule into the model;
 - every run gets its own folder (`--trainer.default_root_dir`, default `runs/<model>-<time>`) that
   holds config.yaml, checkpoints/, results.json, the W&B files and predictions;
 - W&B runs offline, without prompting, when no credentials are configured; the run's config gets
@@ -27,6 +28,7 @@ from typing import Any
 
 import torch
 import yaml
+from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger
@@ -39,7 +41,6 @@ from lit_recs.callbacks import (
     git_commit,
     git_dirty,
 )
-from lit_recs.data.datamodules import RecDataModule
 from lit_recs.models.base import RecModule
 
 RUN_DIR_ENV = "LIT_RECS_RUN_DIR"
@@ -85,7 +86,8 @@ def run_folder(root: str | None, model_class: str, subcommand: str | None) -> st
 class RecCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("model_class", RecModule)
-        kwargs.setdefault("datamodule_class", RecDataModule)
+        # any LightningDataModule (RecDataModule subclasses, LibFFMDataModule, a user's own)
+        kwargs.setdefault("datamodule_class", LightningDataModule)
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
@@ -96,6 +98,11 @@ class RecCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.link_arguments("data.num_users", "model.init_args.num_users", apply_on="instantiate")
         parser.link_arguments("data.num_items", "model.init_args.num_items", apply_on="instantiate")
+        # field-encoded data (FeatureDataModule) -> FM, FFM, ...; ignored where either side lacks it
+        parser.link_arguments("data.num_features", "model.init_args.num_features",
+                              apply_on="instantiate")
+        parser.link_arguments("data.num_fields", "model.init_args.num_fields",
+                              apply_on="instantiate")
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="after fit, test the best checkpoint (fit only)")
         parser.add_argument("--torch_num_threads", type=int | None, default=None,

@@ -262,3 +262,73 @@ class RankingMetrics(torchmetrics.Metric):
             covered = (self.item_counts > 0).to(torch.float64).mean(1)  # [nK]
             out.update({f"coverage@{k}": covered[i] for i, k in enumerate(self.ks)})
         return out
+
+
+# ====================================================================== labelled rows
+def auc(scores: Tensor, labels: Tensor) -> Tensor:
+    """Area under the ROC curve = P(score of a random positive > score of a random negative), ties
+    counting 1/2 (Mann-Whitney U with average ranks); float64. NaN-free: raises without both
+    classes."""
+    scores, labels = scores.double().reshape(-1), labels.reshape(-1) > 0.5
+    n_pos = int(labels.sum())
+    n_neg = labels.numel() - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"AUC needs positive and negative labels, got {n_pos} positives and "
+                         f"{n_neg} negatives")
+    _, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
+    upper = torch.cumsum(counts, 0).double()  # [V] 1-based rank of each value's last copy
+    average_rank = upper - (counts.double() - 1) / 2  # [V]
+    rank_sum = average_rank[inverse][labels].sum()
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+class BinaryMetrics(torchmetrics.Metric):
+    """AUC and LogLoss of binary labels from logits; exact under DDP (all scores are gathered for
+    the AUC, the log-loss is a float64 sum)."""
+
+    full_state_update = False
+    is_differentiable = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("logits", default=[], dist_reduce_fx="cat")
+        self.add_state("labels", default=[], dist_reduce_fx="cat")
+        self.add_state("logloss_sum", default=torch.zeros((), dtype=torch.float64),
+                       dist_reduce_fx="sum")
+        self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, logits: Tensor, labels: Tensor) -> None:
+        """logits [R], labels [R] in {0, 1}."""
+        logits, labels = logits.detach().float(), labels.float()
+        self.logits.append(logits)
+        self.labels.append(labels)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="sum")
+        self.logloss_sum = self.logloss_sum + bce.double()
+        self.count = self.count + labels.numel()
+
+    def compute(self) -> dict[str, Tensor]:
+        logits = torchmetrics.utilities.dim_zero_cat(self.logits)
+        labels = torchmetrics.utilities.dim_zero_cat(self.labels)
+        return {"auc": auc(logits, labels), "logloss": self.logloss_sum / self.count}
+
+
+class RatingMetrics(torchmetrics.Metric):
+    """RMSE and MAE of rating predictions; float64 sums, exact under DDP."""
+
+    full_state_update = False
+    is_differentiable = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        for name in ("se_sum", "ae_sum", "count"):
+            self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, predictions: Tensor, labels: Tensor) -> None:
+        """predictions [R], labels [R]."""
+        error = predictions.detach().double() - labels.double()  # [R]
+        self.se_sum = self.se_sum + error.square().sum()
+        self.ae_sum = self.ae_sum + error.abs().sum()
+        self.count = self.count + error.numel()
+
+    def compute(self) -> dict[str, Tensor]:
+        return {"rmse": (self.se_sum / self.count).sqrt(), "mae": self.ae_sum / self.count}

@@ -162,10 +162,15 @@ ROW_DATA = {"ml-100k-rows.yaml"}  # batches of user rows (RowBatch)
 ROW_MODELS = {"slim_gradient.yaml"}  # models that train on them
 SEQ_DATA = {"ml-100k-seq.yaml"}  # Cloze batches of sequences (ClozeBatch)
 SEQ_MODELS = {"bert4rec.yaml"}  # models that train on them
-CLOSED_FORM = {"popularity.yaml", "ease.yaml", "itemknn.yaml", "slim.yaml"}  # any batches
+CLOSED_FORM = {"popularity.yaml", "ease.yaml", "itemknn.yaml", "slim.yaml"}  # any ranking batches
+FEATURE_DATA = {"ml-100k-ctr.yaml": "ctr.yaml", "ml-100k-rating.yaml": "rating.yaml",
+                "ml-100k-fm-topn.yaml": None}  # field-encoded rows (FeatureBatch): trainer config
+FEATURE_MODELS = {"fm.yaml", "ffm.yaml"}
 
 
 def _compatible(data: str, model: str) -> bool:
+    if data in FEATURE_DATA or model in FEATURE_MODELS:
+        return data in FEATURE_DATA and model in FEATURE_MODELS
     if model in CLOSED_FORM:
         return data not in SEQ_DATA or model == "popularity.yaml"  # one closed-form smoke run there
     return (data in ROW_DATA) == (model in ROW_MODELS) and (data in SEQ_DATA) == (model in SEQ_MODELS)
@@ -183,16 +188,25 @@ def test_every_config_file_is_in_a_smoke_run() -> None:
     used = {name for pair in CONFIG_PAIRS for name in pair}
     files = {p.name for d in ("data", "model") for p in (REPO / "conf" / d).glob("*.yaml")}
     assert files == used
+    trainers = {p.name for p in (REPO / "conf" / "trainer").glob("*.yaml")}
+    assert trainers == {t for t in FEATURE_DATA.values() if t}
 
 
 @pytest.mark.parametrize(("data", "model"), CONFIG_PAIRS)
 def test_every_config_runs(data: str, model: str, tmp_path: Path) -> None:
-    main(["fit", "--config", str(REPO / "conf" / "base.yaml"),
+    trainer = FEATURE_DATA.get(data)
+    extra = ["--config", str(REPO / "conf" / "trainer" / trainer)] if trainer else []
+    main(["fit", "--config", str(REPO / "conf" / "base.yaml"), *extra,
           "--data", str(REPO / "conf" / "data" / data), "--model", str(REPO / "conf" / "model" / model),
           "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false",
           "--trainer.limit_train_batches", "2", *FAST])
     metrics = json.loads((tmp_path / "results.json").read_text())["metrics"]
-    assert np.isfinite(metrics["test/ndcg@10"]) and metrics["test/hr@10"] > 0
+    if trainer == "ctr.yaml":
+        assert 0.5 < metrics["test/auc"] < 1 and np.isfinite(metrics["test/logloss"])
+    elif trainer == "rating.yaml":
+        assert 0 < metrics["test/rmse"] < 1.5 and np.isfinite(metrics["test/mae"])
+    else:
+        assert np.isfinite(metrics["test/ndcg@10"]) and metrics["test/hr@10"] > 0
 
 
 def test_missing_dataset_stops_at_once_with_the_url_and_folder(

@@ -300,7 +300,7 @@ def test_num_negatives_must_be_positive():
 
 
 def test_bad_split_name():
-    with pytest.raises(ValueError, match=r"split must be .*'loo'.*got 'kfold'"):
+    with pytest.raises(ValueError, match=r"split must be one of .*loo.*got 'kfold'"):
         RecDataModule(dataset=synthetic(), split="kfold").splits  # noqa: B018
 
 

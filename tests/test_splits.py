@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from lit_recs.data.interactions import Interactions
-from lit_recs.data.splits import Split, leave_one_out, random_split, split, temporal_split
+from lit_recs.data.splits import (
+    Split,
+    fold_split,
+    global_random_split,
+    leave_one_out,
+    random_split,
+    split,
+    temporal_split,
+)
 
 
 def tied_log(seed: int, num_users: int = 40, num_items: int = 30, t_max: int = 5) -> Interactions:
@@ -48,6 +56,8 @@ def all_splits(inter: Interactions, seed: int = 0) -> dict[str, Split]:
         "loo": leave_one_out(inter),
         "random": random_split(inter, (0.7, 0.15, 0.15), seed=seed),
         "temporal": temporal_split(inter, (0.6, 0.2, 0.2)),
+        "global_random": global_random_split(inter, (0.7, 0.2, 0.1), seed=seed),
+        "fold": fold_split(inter, 2, 4, 0.25, seed=seed),
     }
 
 
@@ -224,3 +234,33 @@ def test_no_evaluation_pair_reaches_training(seed):
         assert test and not test & train, name
         assert not val & train, name
         assert not val & test, name
+
+
+def test_global_random_split_counts_and_seeds():
+    inter = tied_log(0)
+    n = len(inter)
+    s = global_random_split(inter, (0.7, 0.2, 0.1), seed=5)
+    assert (len(s.train), len(s.val), len(s.test)) == (round(0.7 * n), round(0.9 * n) - round(0.7 * n),
+                                                       n - round(0.9 * n))
+    assert row_ids(global_random_split(inter, (0.7, 0.2, 0.1), seed=5).test) == row_ids(s.test)
+    assert row_ids(global_random_split(inter, (0.7, 0.2, 0.1), seed=6).test) != row_ids(s.test)
+    assert row_ids(split(inter, "global_random", (0.7, 0.2, 0.1), 5).val) == row_ids(s.val)
+
+
+def test_fold_split_cuts_blocks_in_file_order_like_mku_sh():
+    inter = tied_log(1)
+    n = len(inter)
+    ids = row_ids(inter)  # ratings hold the row number
+    folds = [fold_split(inter, k, 5, 0.1, seed=0) for k in range(1, 6)]
+    for k, s in enumerate(folds):
+        assert row_ids(s.test) == ids[k * n // 5:(k + 1) * n // 5]  # block k, in order
+        assert len(s.val) == round(0.1 * n)
+        assert not set(row_ids(s.val)) & set(row_ids(s.test))
+    covered = sorted(i for s in folds for i in row_ids(s.test))
+    assert covered == sorted(ids)  # the test folds partition the log
+    same = split(inter, "fold", (0.8, 0.1, 0.1), 0, fold=3, num_folds=5)
+    assert row_ids(same.val) == row_ids(folds[2].val)
+    with pytest.raises(ValueError, match="fold must be in 1..num_folds"):
+        fold_split(inter, 6, 5)
+    with pytest.raises(ValueError, match="validation share"):
+        fold_split(inter, 1, 5, 0.9)

@@ -78,3 +78,25 @@ class ClozeBatch:
 
     def __len__(self) -> int:
         return len(self.users)
+
+
+@dataclass
+class FeatureBatch:
+    """Field-encoded rows (FM, FFM, two-tower): padded slots of (field, feature id, value).
+
+    `task` says what the labels are: `ctr` (click / no click, 1 / 0), `rating` (the rating) or
+    `topn` (1 = an observed interaction, 0 = a sampled negative; rows come in groups of
+    `group` = 1 + N: the positive, then its N negatives).
+    """
+
+    users: Tensor  # [R] long
+    items: Tensor  # [R] long
+    index: Tensor  # [R, S] long: global feature ids
+    value: Tensor  # [R, S] float: x (0 on padding slots)
+    field: Tensor  # [R, S] long: field of each slot
+    labels: Tensor  # [R] float
+    task: str = "ctr"
+    group: int = 1
+
+    def __len__(self) -> int:
+        return len(self.labels)

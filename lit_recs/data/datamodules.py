@@ -27,7 +27,7 @@ from lit_recs.data.sampling import (
     NegativeSampler,
     eval_negatives,
 )
-from lit_recs.data.splits import Split, split
+from lit_recs.data.splits import SPLITS, Split, split
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,12 @@ class RecDataModule(LightningDataModule):
         rating_threshold: keep interactions with rating >= threshold (None keeps all).
         dedup: repeated (user, item) events: keep the `first` or `last` in time, or `all`.
         min_user_interactions / min_item_interactions: k-core filtering (0 = off).
-        split: `random` (per-user ratios), `loo` (temporal leave-one-out) or `temporal` (global).
-        split_ratios: train / validation / test shares for `random` and `temporal`.
+        split: `random` (per-user ratios), `loo` (temporal leave-one-out), `temporal` (global),
+            `global_random` (over all interactions: the CTR protocol) or `fold` (test = fold
+            `fold` of `num_folds` blocks in file order: ML-100K's u1..u5 splits).
+        split_ratios: train / validation / test shares for `random`, `temporal` and
+            `global_random`; `fold` takes its validation share from the second.
+        fold / num_folds: the test fold of split='fold' (1-based) and the number of folds.
         seed: seeds the split and the sampled protocol's negatives (the protocol). Training batches
             and their negatives follow the global seed (`seed_everything`, i.e. PL_GLOBAL_SEED)
             when one is set, else this seed: vary `seed_everything` for seeds on a fixed split.
@@ -103,8 +107,10 @@ class RecDataModule(LightningDataModule):
         dedup: Literal["first", "last", "all"] = "first",
         min_user_interactions: int = 0,
         min_item_interactions: int = 0,
-        split: Literal["random", "loo", "temporal"] = "random",
+        split: Literal["random", "loo", "temporal", "global_random", "fold"] = "random",
         split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        fold: int = 1,
+        num_folds: int = 5,
         seed: int = 42,
         batch_size: int = 1024,
         eval_batch_size: int = 512,
@@ -113,8 +119,8 @@ class RecDataModule(LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        if split not in ("random", "loo", "temporal"):
-            raise ValueError(f"split must be 'random', 'loo' or 'temporal', got {split!r}")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         if sampled_distribution not in ("uniform", "popularity"):
             raise ValueError("sampled_distribution must be 'uniform' or 'popularity', got "
                              f"{sampled_distribution!r}")
@@ -122,6 +128,7 @@ class RecDataModule(LightningDataModule):
         self.rating_threshold, self.dedup = rating_threshold, dedup
         self.min_user, self.min_item = min_user_interactions, min_item_interactions
         self.split_how, self.split_ratios, self.seed = split, tuple(split_ratios), seed
+        self.fold, self.num_folds = fold, num_folds
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.sampled_negatives, self.sampled_distribution = sampled_negatives, sampled_distribution
         self.num_workers = num_workers
@@ -147,7 +154,8 @@ class RecDataModule(LightningDataModule):
     @property
     def splits(self) -> Split:
         if self._split is None:
-            self._split = split(self.data, self.split_how, self.split_ratios, self.seed)
+            self._split = split(self.data, self.split_how, self.split_ratios, self.seed,
+                                self.fold, self.num_folds)
         return self._split
 
     @property
@@ -167,8 +175,13 @@ class RecDataModule(LightningDataModule):
         """Names the exact data a run saw: source, preprocessing, split and the resulting log."""
         spec = (f"{self.source.name}|{self.rating_threshold}|{self.dedup}|{self.min_user}|"
                 f"{self.min_item}|{self.split_how}|{self.split_ratios}|{self.seed}|"
+                f"{self.fold_spec}"
                 f"{self.sampled_negatives}|{self.sampled_distribution}|{self.data.fingerprint()}")
         return hashlib.sha256(spec.encode()).hexdigest()[:16]
+
+    @property
+    def fold_spec(self) -> str:
+        return f"{self.fold}/{self.num_folds}|" if self.split_how == "fold" else ""
 
     def train_seed(self) -> int:
         """Seed of the training batches: the global seed when set (seed_everything), else `seed`."""

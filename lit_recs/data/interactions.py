@@ -214,13 +214,12 @@ def _align(
     if features[key].is_duplicated().any():
         raise ValueError(f"{name}: feature table has duplicate values in '{key}'")
     keys = pl.DataFrame({key: ids}).with_columns(pl.col(key).cast(features[key].dtype))
-    aligned = keys.join(features, on=key, how="left", maintain_order="left")
-    others = [c for c in features.columns if c != key]
-    if others:
-        missing = aligned.select(pl.col(others[0]).is_null().sum()).item()
-        if missing:
-            log.warning("%s: %d ids have no row in the feature table (nulls)", name, missing)
-    return aligned
+    marked = features.with_columns(pl.lit(True).alias("__present"))
+    aligned = keys.join(marked, on=key, how="left", maintain_order="left")
+    missing = aligned["__present"].null_count()
+    if missing:
+        log.warning("%s: %d ids have no row in the feature table (nulls)", name, missing)
+    return aligned.drop("__present")
 
 
 # -------------------------------------------------------------------- preprocessing

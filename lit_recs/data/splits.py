@@ -106,19 +106,72 @@ def temporal_split(
     return _by_part(inter, part)
 
 
+def global_random_split(
+    inter: Interactions, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> Split:
+    """Random split over all interactions (the CTR protocol): rows shuffled with `seed`, then cut.
+
+    Unlike `random_split`, users are not kept apart: a user may have no training row at all.
+    """
+    ratios = _check_ratios(ratios)
+    order = np.random.default_rng(seed).permutation(len(inter))  # [n]
+    cut1 = int(round(ratios[0] * len(inter)))
+    cut2 = int(round((ratios[0] + ratios[1]) * len(inter)))
+    part = np.empty(len(inter), dtype=np.int8)
+    part[order[:cut1]], part[order[cut1:cut2]], part[order[cut2:]] = 0, 1, 2
+    return _by_part(inter, part)
+
+
+def fold_split(
+    inter: Interactions, fold: int = 1, num_folds: int = 5, val_share: float = 0.1, seed: int = 0
+) -> Split:
+    """K-fold cross-validation in file order, as ML-100K's mku.sh cuts u1..u5.test from u.data.
+
+    Test = rows [(fold - 1) n / K, fold n / K) of the log in load order (ML-100K: fold 1 = the first
+    20,000 lines of u.data = u1.test). Validation (for early stopping) = a seeded random
+    `val_share` of all rows, drawn from the other folds; the rest trains (ML-100K: 70,000 of
+    u1.base's 80,000 rows with the default share 0.1).
+    """
+    if not 1 <= fold <= num_folds:
+        raise ValueError(f"fold must be in 1..num_folds={num_folds}, got {fold}")
+    if not 0 <= val_share < 1 - 1 / num_folds:
+        raise ValueError(f"the validation share {val_share} must be in [0, {1 - 1 / num_folds})")
+    n = len(inter)
+    lo, hi = (fold - 1) * n // num_folds, fold * n // num_folds
+    part = np.zeros(n, dtype=np.int8)
+    part[lo:hi] = 2
+    rest = np.flatnonzero(part == 0)  # [n - n / K]
+    val = np.random.default_rng(seed).choice(rest, int(round(val_share * n)), replace=False)
+    part[val] = 1
+    return _by_part(inter, part)
+
+
+SPLITS = ("random", "loo", "temporal", "global_random", "fold")
+
+
 def split(
     inter: Interactions,
     how: str = "random",
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
     seed: int = 0,
+    fold: int = 1,
+    num_folds: int = 5,
 ) -> Split:
+    """Dispatch by name: `random` (per user), `loo`, `temporal`, `global_random`, `fold`.
+
+    `fold` uses `ratios[1]` as the validation share and ignores the other two ratios.
+    """
     if how == "loo":
         result = leave_one_out(inter)
     elif how == "random":
         result = random_split(inter, ratios, seed)
     elif how == "temporal":
         result = temporal_split(inter, ratios)
+    elif how == "global_random":
+        result = global_random_split(inter, ratios, seed)
+    elif how == "fold":
+        result = fold_split(inter, fold, num_folds, ratios[1], seed)
     else:
-        raise ValueError(f"split must be 'loo', 'random' or 'temporal', got {how!r}")
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {how!r}")
     log.info("%s split=%s: %s", inter.name, how, result.describe())
     return result

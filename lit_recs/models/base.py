@@ -8,6 +8,11 @@ A model implements two hooks and little else:
 Training/validation/test/predict steps, optimizer wiring (LightningCLI callables) and metric logging
 live here once. Evaluation is full-catalogue ranking with seen items masked (`stage/metric@k`), and
 the sampled protocol beside it (`stage/sampled99/metric@k`) when the DataModule draws negatives.
+
+Models that score field-encoded rows (FM, FFM, two-tower) also implement
+`score_rows(batch: FeatureBatch) -> Tensor [R]`; labelled evaluation rows (`FeatureDataModule`
+with task `ctr` or `rating`) are then measured by `stage/auc`, `stage/logloss` (logits of a click)
+or `stage/rmse`, `stage/mae` (predicted ratings).
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
-from lit_recs.data.batches import EvalBatch
+from lit_recs.data.batches import EvalBatch, FeatureBatch
 from lit_recs.data.interactions import Interactions
-from lit_recs.metrics import RankingMetrics, slots_from_pairs
+from lit_recs.metrics import BinaryMetrics, RankingMetrics, RatingMetrics, slots_from_pairs
 
 
 def _adam(params: Any) -> torch.optim.Optimizer:
@@ -57,10 +62,12 @@ class RecModule(LightningModule):
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.top_k, self.mask_seen, self.predict_k = tuple(top_k), mask_seen, predict_k
         self.metrics = torch.nn.ModuleDict({  # coverage only for full ranking
-            "val": RankingMetrics(self.top_k, num_items),
-            "test": RankingMetrics(self.top_k, num_items),
+            "val": RankingMetrics(self.top_k, num_items or None),  # 0 items: rows-only data
+            "test": RankingMetrics(self.top_k, num_items or None),
             "val_sampled": RankingMetrics(self.top_k),
             "test_sampled": RankingMetrics(self.top_k),
+            "val_ctr": BinaryMetrics(), "test_ctr": BinaryMetrics(),
+            "val_rating": RatingMetrics(), "test_rating": RatingMetrics(),
         })
         self._sampled_n: dict[str, int] = {}
 
@@ -70,6 +77,12 @@ class RecModule(LightningModule):
 
     def score(self, batch: EvalBatch) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement score(batch) -> [B, I]")
+
+    def score_rows(self, batch: FeatureBatch) -> Tensor:
+        """One score per field-encoded row [R]: the logit of a click (ctr, topn) or the predicted
+        rating (rating). Models that read feature rows implement it."""
+        raise NotImplementedError(f"{type(self).__name__} does not score feature rows "
+                                  "(FeatureBatch): evaluate it with a ranking DataModule")
 
     def score_candidates(self, batch: EvalBatch, items: Tensor) -> Tensor:
         """Scores of the given items only: items [B, C] -> [B, C].
@@ -150,7 +163,21 @@ class RecModule(LightningModule):
         self.metrics[f"{stage}_sampled"].update(cand_scores, cand_targets, batch.weights)
         self._sampled_n[stage] = n
 
+    def _evaluate_rows(self, batch: FeatureBatch, stage: str) -> None:
+        """Labelled rows: AUC / LogLoss of click logits, or RMSE / MAE of predicted ratings."""
+        if len(batch) == 0:
+            return  # a process's padding-only batch
+        with torch.autocast(batch.index.device.type, enabled=False):
+            scores = self.score_rows(batch).float()  # [R]
+        kind = "rating" if batch.task == "rating" else "ctr"
+        self.metrics[f"{stage}_{kind}"].update(scores, batch.labels)
+
     def _log_metrics(self, stage: str) -> None:
+        for key in (f"{stage}_ctr", f"{stage}_rating"):
+            if self.metrics[key].update_called:
+                self.log_dict({f"{stage}/{k}": v.float() for k, v in self.metrics[key].compute()
+                               .items()})
+                self.metrics[key].reset()
         for key, prefix in ((stage, stage), (f"{stage}_sampled", None)):
             metric = self.metrics[key]
             if not metric.update_called:
@@ -161,11 +188,17 @@ class RecModule(LightningModule):
             self.log_dict({f"{prefix}/{k}": v.float() for k, v in values.items()})
             metric.reset()
 
-    def validation_step(self, batch: EvalBatch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+    def validation_step(self, batch: EvalBatch | FeatureBatch, batch_idx: int) -> None:
+        self._evaluate_any(batch, "val")
 
-    def test_step(self, batch: EvalBatch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    def test_step(self, batch: EvalBatch | FeatureBatch, batch_idx: int) -> None:
+        self._evaluate_any(batch, "test")
+
+    def _evaluate_any(self, batch: EvalBatch | FeatureBatch, stage: str) -> None:
+        if isinstance(batch, FeatureBatch):
+            self._evaluate_rows(batch, stage)
+        else:
+            self._evaluate(batch, stage)
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
