@@ -26,8 +26,8 @@ def build(cls, dm: FeatureDataModule, **kwargs):
     torch.manual_seed(0)
     model = cls(dm.num_users, dm.num_items, dm.num_features, dm.num_fields, init_std=0.3, **kwargs)
     with torch.no_grad():
-        model.linear.weight.weight.normal_()
-        model.linear.bias.fill_(0.7)
+        model.net.table.weight[:, 0].normal_()
+        model.net.bias.fill_(0.7)
     return model
 
 
@@ -125,7 +125,7 @@ def test_rating_regression_starts_from_the_mean_rating(tmp_path) -> None:
     mean = float(dm.train.ratings.mean())
     baseline = float(np.sqrt(((dm.splits.val.ratings - mean) ** 2).mean()))  # predict the mean
     assert metrics["val/rmse"] < baseline - 0.05
-    assert abs(model.linear.bias.item() - mean) < 0.5
+    assert abs(model.net.bias.item() - mean) < 0.5
 
 
 def test_topn_training_ranks_the_catalogue(topn, tmp_path) -> None:

@@ -99,11 +99,22 @@ class FeatureTables:
 
     def rows(self, users: np.ndarray, items: np.ndarray, timestamps: np.ndarray | None = None
              ) -> Slots:
-        """Feature rows of (user, item[, time]) triples [R] -> Slots [R, Su + Si + Sc]."""
-        parts = [self.user.take(users), self.item.take(items)]
+        """Feature rows of (user, item[, time]) triples [R] -> Slots [R, Su + Si + Sc].
+
+        Every slot column belongs to one field, so `field` is one row broadcast.
+        """
+        index = [self.user.index[users], self.item.index[items]]
+        value = [self.user.value[users], self.item.value[items]]
+        fields = [self.user.field[0], self.item.field[0]]
         if self.side("context"):
-            parts.append(self.context(timestamps))
-        return Slots.concat(parts)
+            context = self.context(timestamps)
+            index.append(context.index)
+            value.append(context.value)
+            fields.append(context.field[0] if len(context) else
+                          np.array([f.number for f in self.side("context")], np.int64))
+        index_, value_ = np.concatenate(index, 1), np.concatenate(value, 1)  # [R, S]
+        field = np.broadcast_to(np.concatenate(fields), index_.shape).copy()  # [R, S]
+        return Slots(index_, value_, field)
 
 
 def _context_value(name: str, timestamps: np.ndarray) -> np.ndarray:

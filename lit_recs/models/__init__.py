@@ -3,7 +3,7 @@
 from lit_recs.models.base import ClosedFormModule, RecModule
 from lit_recs.models.bert4rec import BERT4Rec
 from lit_recs.models.ease import EASE
-from lit_recs.models.features import FeatureModule
+from lit_recs.models.features import FactorizationModule, FeatureModule
 from lit_recs.models.ffm import FFM
 from lit_recs.models.fm import FM
 from lit_recs.models.itemknn import ItemKNN
@@ -12,6 +12,7 @@ from lit_recs.models.popularity import Popularity
 from lit_recs.models.slim import SLIM, SLIMGradient
 
 __all__ = [
-    "BERT4Rec", "EASE", "FFM", "FM", "ClosedFormModule", "FeatureModule", "ItemKNN", "MF", "MFNet",
+    "BERT4Rec", "EASE", "FFM", "FM", "ClosedFormModule", "FactorizationModule",
+    "FeatureModule", "ItemKNN", "MF", "MFNet",
     "Popularity", "RecModule", "SLIM", "SLIMGradient",
 ]

@@ -107,9 +107,17 @@ class RecModule(LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
         loss = self.compute_loss(batch)
-        if loss is not None:
+        if loss is not None and self._writes_logs_now():
             self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
+
+    def _writes_logs_now(self) -> bool:
+        """Whether the Trainer writes step logs after this step (every `log_every_n_steps`).
+        `self.log` costs about 1.5 ms on the CPU, as much as a whole FM step: training steps log
+        only when the value is written, which leaves the logged curves unchanged."""
+        trainer = self._trainer
+        connector = getattr(trainer, "_logger_connector", None)
+        return connector is None or bool(connector.should_update_logs)
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]

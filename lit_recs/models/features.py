@@ -20,12 +20,12 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from lit_recs.data.batches import EvalBatch, FeatureBatch
 from lit_recs.data.fields import FeatureTables
 from lit_recs.models.base import RecModule
-from lit_recs.nn.fm import lookup
+from lit_recs.nn.fm import FFMNet, FMNet, Parts
 
 Side = Literal["user", "item"]
 
@@ -36,17 +36,15 @@ class FeatureModule(RecModule):
     Args:
         num_features / num_fields: sizes of the feature and field spaces (linked from the
             DataModule by the CLI).
-        l2: weight of an L2 penalty on the rows of `penalised()` embeddings that the batch uses
-            (sum over the batch's slots / R), as the SGD of libFM / libffm regularises.
         **kwargs: RecModule's (optimizer, top_k, mask_seen, ...).
 
     Subclasses implement `score_rows(batch) -> [R]` and, for ranking, `encode_side`.
     """
 
     def __init__(self, num_users: int, num_items: int, num_features: int, num_fields: int,
-                 l2: float = 0.0, **kwargs: Any) -> None:
+                 **kwargs: Any) -> None:
         super().__init__(num_users, num_items, **kwargs)
-        self.num_features, self.num_fields, self.l2 = num_features, num_fields, l2
+        self.num_features, self.num_fields = num_features, num_fields
         self._item_part: tuple[Tensor, Tensor] | None = None
         self._cache_items = False
 
@@ -58,9 +56,9 @@ class FeatureModule(RecModule):
         raise NotImplementedError(f"{type(self).__name__} must implement encode_side to rank the "
                                   "catalogue")
 
-    def penalised(self) -> list[nn.Embedding]:
-        """Feature-indexed tables that `l2` regularises."""
-        return []
+    def forward_rows(self, batch: FeatureBatch) -> tuple[Tensor, Tensor | None]:
+        """(scores [R], penalty added to the loss or None); default: score_rows, no penalty."""
+        return self.score_rows(batch), None
 
     def set_global_bias(self, value: float) -> None:
         """Start the global bias at `value` (mean rating, or log-odds of a click) when fitting
@@ -68,16 +66,12 @@ class FeatureModule(RecModule):
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, batch: FeatureBatch) -> Tensor:
-        scores = self.score_rows(batch)  # [R]
+        scores, penalty = self.forward_rows(batch)  # [R], scalar or None
         if batch.task == "rating":
             loss = F.mse_loss(scores, batch.labels)
         else:
             loss = F.binary_cross_entropy_with_logits(scores, batch.labels)
-        if self.l2 > 0:
-            present = batch.value != 0  # [R, S]
-            squares = sum(lookup(t, batch.index).square().sum(-1) for t in self.penalised())  # [R, S]
-            loss = loss + self.l2 * (squares * present).sum() / len(batch)
-        return loss
+        return loss if penalty is None else loss + penalty
 
     def on_fit_start(self) -> None:
         datamodule = self.trainer.datamodule
@@ -165,3 +159,43 @@ class FeatureModule(RecModule):
 
     def on_predict_epoch_end(self) -> None:
         self._end_eval_epoch()
+
+
+class FactorizationModule(FeatureModule):
+    """FM-family models: a net with `parts(index, value, field, norms) -> Parts` and a global bias
+    `net.bias` (`FMNet`, `FFMNet`). Scores rows, adds the L2 penalty from the same lookup, and ranks
+    the catalogue from the user's and the item's Parts; a subclass builds `self.net` and says how
+    a side's `Parts.vector` enters the user-item dot product (`side_vector`).
+
+    Args:
+        l2: weight of an L2 penalty on the table rows of the batch's features (sum over the real
+            slots / R), as the SGD of libFM / libffm regularises.
+    """
+
+    net: FMNet | FFMNet
+
+    def __init__(self, num_users: int, num_items: int, num_features: int, num_fields: int,
+                 l2: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(num_users, num_items, num_features, num_fields, **kwargs)
+        self.l2 = l2
+
+    def side_vector(self, vector: Tensor, side: Side) -> Tensor:
+        """Parts.vector of one side [R, ...] -> [R, D], dotted with the other side's."""
+        return vector
+
+    def score_rows(self, batch: FeatureBatch) -> Tensor:
+        return self.forward_rows(batch)[0]
+
+    def forward_rows(self, batch: FeatureBatch) -> tuple[Tensor, Tensor | None]:
+        parts = self.net.parts(batch.index, batch.value, batch.field, norms=self.l2 > 0)
+        penalty = None if parts.norms is None else self.l2 * parts.norms.sum() / len(batch)
+        return self.net.bias + parts.terms, penalty
+
+    def encode_side(self, index: Tensor, value: Tensor, field: Tensor, side: Side
+                    ) -> tuple[Tensor, Tensor]:
+        parts: Parts = self.net.parts(index, value, field)
+        bias = parts.terms + self.net.bias if side == "user" else parts.terms  # [R]
+        return bias, self.side_vector(parts.vector, side)
+
+    def set_global_bias(self, value: float) -> None:
+        self.net.bias.fill_(value)

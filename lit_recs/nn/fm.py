@@ -10,91 +10,118 @@ Rows are sparse feature vectors given as padded slots: `index [B, S]` (global fe
           pairwise = 1/2 (sum_{f, g} <T[f, g], T[g, f]> - sum_i |v_{i, f_i}|^2 x_i^2),
           O(S F k + F^2 k) per row, vectorised over all field pairs (no loop over pairs).
 
-Both pairwise terms split over two disjoint sets of slots (a user's and an item's): the total is
-the two within-set terms plus a dot product of one vector per side (`sums` / `field_sums`), which
-is how a model scores a whole catalogue with one matmul.
+Each model keeps one table row per feature, [w_i, v_i], so that a batch is a single lookup (and
+its L2 penalty reuses it). Both pairwise terms split over two disjoint sets of slots (a user's and
+an item's): the total is the two within-set terms plus a dot product of one vector per side
+(`Parts.vector`), which is how a model scores a whole catalogue with one matmul.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 
 def lookup(table: nn.Embedding, index: Tensor) -> Tensor:
-    """table(index) through index_select: index [B, S] -> [B, S, D]. On the CPU its backward (an
-    index_add) is 2-3x faster than nn.Embedding's for the many repeated ids of feature rows."""
+    """table(index): index [...] -> [..., D].
+
+    A dense table goes through index_select: on the CPU its backward (an index_add) is 2-3x faster
+    than nn.Embedding's for the many repeated ids of feature rows. A table built with
+    `sparse=True` keeps nn.Embedding's sparse gradient (large feature spaces; use an optimizer
+    that takes sparse gradients, e.g. torch.optim.Adagrad or SparseAdam).
+    """
+    if table.sparse:
+        return table(index)
     return table.weight.index_select(0, index.reshape(-1)).view(*index.shape, -1)
 
 
-class LinearTerm(nn.Module):
-    """w0 + sum_i w_i x_i over the slots of each row."""
+class Parts(NamedTuple):
+    """A model's terms over a set of slots: `terms` [B] (linear + pairwise, without w0),
+    `vector` (FM: sum_i v_i x_i [B, k]; FFM: T [B, F, F, k]) and `norms` [B] (sum of the squared
+    table rows of the real slots, for an L2 penalty; None unless asked for)."""
 
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.bias = nn.Parameter(torch.zeros(()))
-        self.weight = nn.Embedding(num_features, 1)
-        nn.init.zeros_(self.weight.weight)
-
-    def terms(self, index: Tensor, value: Tensor) -> Tensor:
-        """sum_i w_i x_i without w0: index, value [B, S] -> [B]."""
-        return (lookup(self.weight, index).squeeze(-1) * value).sum(1)
-
-    def forward(self, index: Tensor, value: Tensor) -> Tensor:
-        """index, value [B, S] -> [B]."""
-        return self.bias + self.terms(index, value)
+    terms: Tensor
+    vector: Tensor
+    norms: Tensor | None
 
 
-class FMInteraction(nn.Module):
-    """sum_{i<j} <v_i, v_j> x_i x_j in O(S k) per row."""
-
-    def __init__(self, num_features: int, dim: int, init_std: float = 0.01) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(num_features, dim)
-        nn.init.normal_(self.embedding.weight, std=init_std)
-
-    def sums(self, index: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
-        """index, value [B, S] -> (pairwise term [B], sum_i v_i x_i [B, k]).
-
-        Two disjoint slot sets a, b of one row: pairwise(a + b) = pairwise(a) + pairwise(b)
-        + <sum_a, sum_b>.
-        """
-        vx = lookup(self.embedding, index) * value.unsqueeze(-1)  # [B, S, k]: v_i x_i
-        total = vx.sum(1)  # [B, k]
-        pairwise = 0.5 * (total.square() - vx.square().sum(1)).sum(1)  # [B]
-        return pairwise, total
-
-    def forward(self, index: Tensor, value: Tensor) -> Tensor:
-        """index, value [B, S] -> [B]."""
-        return self.sums(index, value)[0]
+def _table(num_features: int, width: int, init_std: float, sparse: bool) -> nn.Embedding:
+    """Rows [w_i, factors of feature i]: w starts at 0, the factors ~ N(0, init_std^2)."""
+    table = nn.Embedding(num_features, 1 + width, sparse=sparse)
+    nn.init.normal_(table.weight, std=init_std)
+    with torch.no_grad():
+        table.weight[:, 0] = 0.0
+    return table
 
 
-class FFMInteraction(nn.Module):
-    """sum_{i<j} <v_{i, f_j}, v_{j, f_i}> x_i x_j, one embedding per (feature, field)."""
+class FMNet(nn.Module):
+    """w0 + sum_i w_i x_i + sum_{i<j} <v_i, v_j> x_i x_j, the pairwise term in O(S k) per row."""
 
-    def __init__(self, num_features: int, num_fields: int, dim: int, init_std: float = 0.01
+    def __init__(self, num_features: int, dim: int, init_std: float = 0.01, sparse: bool = False
                  ) -> None:
         super().__init__()
+        self.bias = nn.Parameter(torch.zeros(()))
+        self.table = _table(num_features, dim, init_std, sparse)  # [N, 1 + k]
+
+    def parts(self, index: Tensor, value: Tensor, field: Tensor | None = None,
+              norms: bool = False) -> Parts:
+        """index, value [B, S] -> Parts (`field` is not used: FM has no fields). Two disjoint slot
+        sets a, b of one row: pairwise(a + b) = pairwise(a) + pairwise(b) + <vector_a, vector_b>.
+        """
+        rows = lookup(self.table, index)  # [B, S, 1 + k]
+        scaled = rows * value.unsqueeze(-1)  # [B, S, 1 + k]: w_i x_i, v_i x_i
+        vx = scaled[..., 1:]  # [B, S, k]
+        total = vx.sum(1)  # [B, k]
+        pairwise = 0.5 * (total.square() - vx.square().sum(1)).sum(1)  # [B]
+        squares = (rows.square().sum(-1) * (value != 0)).sum(1) if norms else None  # [B]
+        return Parts(scaled[..., 0].sum(1) + pairwise, total, squares)
+
+    def forward(self, index: Tensor, value: Tensor) -> Tensor:
+        """index, value [B, S] -> [B]."""
+        return self.bias + self.parts(index, value).terms
+
+
+def real_slots(value: Tensor) -> tuple[Tensor, Tensor]:
+    """(row [N], slot [N]) of the slots with x != 0. FFM's per-slot work is F times FM's: it skips
+    padding (a third of ML-100K's slots) instead of multiplying it by zero; FM is faster on the
+    padded slots."""
+    return value.nonzero(as_tuple=True)
+
+
+class FFMNet(nn.Module):
+    """w0 + sum_i w_i x_i + sum_{i<j} <v_{i, f_j}, v_{j, f_i}> x_i x_j: one factor vector per
+    (feature, field), the pairwise term through per-field sums."""
+
+    def __init__(self, num_features: int, num_fields: int, dim: int, init_std: float = 0.01,
+                 sparse: bool = False) -> None:
+        super().__init__()
         self.num_fields, self.dim = num_fields, dim
-        self.embedding = nn.Embedding(num_features, num_fields * dim)
-        nn.init.normal_(self.embedding.weight, std=init_std)
+        self.bias = nn.Parameter(torch.zeros(()))
+        self.table = _table(num_features, num_fields * dim, init_std, sparse)  # [N, 1 + F k]
 
-    def field_sums(self, index: Tensor, value: Tensor, field: Tensor) -> tuple[Tensor, Tensor]:
-        """index, value, field [B, S] -> (pairwise term [B], T [B, F, F, k]).
-
+    def parts(self, index: Tensor, value: Tensor, field: Tensor, norms: bool = False) -> Parts:
+        """index, value, field [B, S] -> Parts with vector T [B, F, F, k],
         T[b, f, g] = sum over slots i of field f of v_{i, g} x_i. Two disjoint slot sets a, b of
         one row: pairwise(a + b) = pairwise(a) + pairwise(b) + sum_{f, g} <T_a[f, g], T_b[g, f]>.
         """
-        b, s = index.shape
-        f, k = self.num_fields, self.dim
-        vx = lookup(self.embedding, index) * value.unsqueeze(-1)  # [B, S, F k]: v_{i,g} x_i, all g
-        t = vx.new_zeros(b, f, f * k).scatter_add_(1, field.unsqueeze(-1).expand(b, s, f * k), vx)
-        t = t.view(b, f, f, k)  # [B, F(own), F(other), k]
-        own = vx.view(b, s, f, k).gather(2, field.view(b, s, 1, 1).expand(b, s, 1, k))  # [B,S,1,k]
-        diagonal = own.square().sum((1, 2, 3))  # [B]: sum_i |v_{i, f_i} x_i|^2
+        b, f, k = len(index), self.num_fields, self.dim
+        rows, slot = real_slots(value)  # [N], [N]
+        fields = field[rows, slot]  # [N]
+        entries = lookup(self.table, index[rows, slot])  # [N, 1 + F k]
+        scaled = entries * value[rows, slot, None]  # [N, 1 + F k]
+        linear = scaled.new_zeros(b).index_add_(0, rows, scaled[:, 0])  # [B]
+        vx = scaled[:, 1:]  # [N, F k]: v_{i, g} x_i for every g
+        t = vx.new_zeros(b * f, f * k).index_add_(0, rows * f + fields, vx).view(b, f, f, k)
+        own = vx.reshape(-1, k).index_select(0, torch.arange(len(rows), device=vx.device) * f
+                                             + fields)  # [N, k]: v_{i, f_i} x_i
+        diagonal = vx.new_zeros(b).index_add_(0, rows, own.square().sum(1))  # [B]
         pairwise = 0.5 * ((t * t.transpose(1, 2)).sum((1, 2, 3)) - diagonal)  # [B]
-        return pairwise, t
+        squares = (vx.new_zeros(b).index_add_(0, rows, entries.square().sum(1))
+                   if norms else None)  # [B]
+        return Parts(linear + pairwise, t, squares)
 
     def forward(self, index: Tensor, value: Tensor, field: Tensor) -> Tensor:
         """index, value, field [B, S] -> [B]."""
-        return self.field_sums(index, value, field)[0]
+        return self.bias + self.parts(index, value, field).terms
