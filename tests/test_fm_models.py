@@ -133,3 +133,31 @@ def test_topn_training_ranks_the_catalogue(topn, tmp_path) -> None:
                optimizer=lambda p: torch.optim.Adam(p, lr=0.01))
     metrics = fit(model, topn, tmp_path, epochs=1)
     assert metrics["val/hr@10"] > 0.03  # popularity-level; random ranking gives ~0.006
+
+
+def test_cli_checkpoint_round_trip_and_predict_for_a_ctr_run(tmp_path) -> None:
+    import json
+    from pathlib import Path
+
+    import polars as pl
+
+    from lit_recs.cli import main
+
+    repo = Path(__file__).resolve().parents[1]
+    run, quiet = tmp_path / "run", ["--trainer.logger", "false",
+                                    "--trainer.enable_progress_bar", "false"]
+    main(["fit", "--config", str(repo / "conf/base.yaml"), "--config",
+          str(repo / "conf/trainer/ctr.yaml"), "--data", str(repo / "conf/data/ml-100k-ctr.yaml"),
+          "--model", str(repo / "conf/model/ffm.yaml"), "--trainer.max_epochs", "2",
+          "--trainer.default_root_dir", str(run), *quiet])
+    fitted = json.loads((run / "results.json").read_text())["metrics"]
+    ckpt = ["--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints/best.ckpt")]
+    main(["test", *ckpt, "--trainer.default_root_dir", str(tmp_path / "test"), *quiet])
+    tested = json.loads((tmp_path / "test" / "results.json").read_text())["metrics"]
+    assert tested["test/auc"] == pytest.approx(fitted["test/auc"], abs=1e-7)
+    main(["predict", *ckpt, "--trainer.default_root_dir", str(tmp_path / "pred"), *quiet])
+    pred = pl.read_parquet(tmp_path / "pred" / "predictions.parquet")
+    assert pred["user"].n_unique() == 943 and len(pred) == 943 * 20
+    dm = FeatureDataModule(dataset="ml-100k", task="ctr", split="global_random")
+    seen = set(zip(dm.data.user_ids[dm.data.users].tolist(), dm.data.item_ids[dm.data.items].tolist()))
+    assert not seen & set(zip(pred["user"].to_list(), pred["item"].to_list()))
