@@ -162,7 +162,8 @@ ROW_DATA = {"ml-100k-rows.yaml"}  # batches of user rows (RowBatch)
 ROW_MODELS = {"slim_gradient.yaml"}  # models that train on them
 SEQ_DATA = {"ml-100k-seq.yaml"}  # Cloze batches of sequences (ClozeBatch)
 SEQ_MODELS = {"bert4rec.yaml"}  # models that train on them
-CLOSED_FORM = {"popularity.yaml", "ease.yaml", "itemknn.yaml", "slim.yaml"}  # any ranking batches
+FROM_SPLIT = {"popularity.yaml", "ease.yaml", "itemknn.yaml", "slim.yaml",  # fitted from the split
+               "ials.yaml"}
 FEATURE_DATA = {"ml-100k-ctr.yaml": "ctr.yaml", "ml-100k-rating.yaml": "rating.yaml",
                 "ml-100k-fm-topn.yaml": None}  # field-encoded rows (FeatureBatch): trainer config
 FEATURE_MODELS = {"fm.yaml", "ffm.yaml"}
@@ -171,7 +172,7 @@ FEATURE_MODELS = {"fm.yaml", "ffm.yaml"}
 def _compatible(data: str, model: str) -> bool:
     if data in FEATURE_DATA or model in FEATURE_MODELS:
         return data in FEATURE_DATA and model in FEATURE_MODELS
-    if model in CLOSED_FORM:
+    if model in FROM_SPLIT:
         return data not in SEQ_DATA or model == "popularity.yaml"  # one closed-form smoke run there
     return (data in ROW_DATA) == (model in ROW_MODELS) and (data in SEQ_DATA) == (model in SEQ_MODELS)
 

@@ -6,13 +6,15 @@ from lit_recs.models.ease import EASE
 from lit_recs.models.features import FactorizationModule, FeatureModule
 from lit_recs.models.ffm import FFM
 from lit_recs.models.fm import FM
+from lit_recs.models.ials import IALS
 from lit_recs.models.itemknn import ItemKNN
 from lit_recs.models.mf import MF, MFNet
+from lit_recs.models.neumf import NeuMF, NeuMFNet
 from lit_recs.models.popularity import Popularity
 from lit_recs.models.slim import SLIM, SLIMGradient
 
 __all__ = [
     "BERT4Rec", "EASE", "FFM", "FM", "ClosedFormModule", "FactorizationModule",
-    "FeatureModule", "ItemKNN", "MF", "MFNet",
+    "FeatureModule", "IALS", "ItemKNN", "NeuMF", "NeuMFNet", "MF", "MFNet",
     "Popularity", "RecModule", "SLIM", "SLIMGradient",
 ]

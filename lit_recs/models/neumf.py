@@ -1,0 +1,176 @@
+"""Neural Collaborative Filtering: GMF, MLP and NeuMF.
+
+He, Liao, Zhang, Nie, Hu, Chua, "Neural Collaborative Filtering", WWW 2017.
+
+    GMF:   phi_G = p_u * q_i                                  (element-wise, size gmf_dim)
+    MLP:   phi_M = a_L(... a_1(W_1 [p'_u; q'_i] + b_1) ...)    (ReLU layers mlp_dims)
+    NeuMF: s(u, i) = h^T [phi_G; phi_M]                        (a logit)
+
+GMF and MLP are NeuMF with one tower: `mlp_dims: []` or `gmf_dim: 0` (conf/model/gmf.yaml,
+mlp.yaml, neumf.yaml).
+
+Trained on (user, positive, N sampled negatives) batches with BCE (the paper's log loss, N = 4) or
+BPR. Optional initialisation from trained GMF and MLP checkpoints (the paper's pre-training): the
+towers' weights are copied and h = [alpha h_GMF; (1 - alpha) h_MLP].
+
+Deviations from the paper: Adam throughout (the paper switches to SGD after pre-training); the
+first MLP layer is applied to the user and the item halves apart (W_1 [p; q] = W_u p + W_i q), so
+scoring the catalogue computes each user's and each item's half once. An MLP scorer is not a
+matmul: `score` runs the catalogue in chunks of at most `score_chunk` (user, item) pairs, which
+bounds evaluation memory (about score_chunk x mlp_dims[1] floats).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lit_recs import losses
+from lit_recs.data.batches import EvalBatch, PairBatch
+from lit_recs.models.base import RecModule
+
+
+class NeuMFNet(nn.Module):
+    """GMF and / or MLP towers joined by a linear layer; gmf_dim = 0 or mlp_dims = () drops one."""
+
+    def __init__(self, num_users: int, num_items: int, gmf_dim: int = 8,
+                 mlp_dims: Sequence[int] = (64, 32, 16, 8), dropout: float = 0.0,
+                 init_std: float = 0.01) -> None:
+        super().__init__()
+        mlp_dims = tuple(mlp_dims)
+        if gmf_dim <= 0 and not mlp_dims:
+            raise ValueError("NeuMF needs a GMF tower (gmf_dim > 0) or an MLP tower (mlp_dims)")
+        if mlp_dims and (len(mlp_dims) < 2 or mlp_dims[0] % 2):
+            raise ValueError(f"mlp_dims must start with an even input size and have >= 2 entries "
+                             f"(the input [p'; q'] and at least one layer), got {mlp_dims}")
+        self.gmf_dim, self.mlp_dims = gmf_dim, mlp_dims
+        if gmf_dim > 0:
+            self.gmf_user, self.gmf_item = nn.Embedding(num_users, gmf_dim), \
+                nn.Embedding(num_items, gmf_dim)
+        if mlp_dims:
+            half = mlp_dims[0] // 2
+            self.mlp_user, self.mlp_item = nn.Embedding(num_users, half), \
+                nn.Embedding(num_items, half)
+            self.first_user = nn.Linear(half, mlp_dims[1])  # W_1 = [W_u, W_i], b_1 here
+            self.first_item = nn.Linear(half, mlp_dims[1], bias=False)
+            layers: list[nn.Module] = []
+            for a, b in zip(mlp_dims[1:], mlp_dims[2:]):
+                layers += [nn.Dropout(dropout), nn.Linear(a, b), nn.ReLU()]
+            self.mlp = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(dropout)
+        width = max(gmf_dim, 0) + (mlp_dims[-1] if mlp_dims else 0)
+        self.out = nn.Linear(width, 1)
+        for emb in (m for m in self.modules() if isinstance(m, nn.Embedding)):
+            nn.init.normal_(emb.weight, std=init_std)
+
+    def user_part(self, users: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """users [B] -> (GMF embedding [B, G], first MLP layer's user half + bias [B, H1])."""
+        gmf = self.gmf_user(users) if self.gmf_dim > 0 else None
+        mlp = self.first_user(self.mlp_user(users)) if self.mlp_dims else None
+        return gmf, mlp
+
+    def item_part(self, items: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """items [...] -> (GMF embedding [..., G], first MLP layer's item half [..., H1])."""
+        gmf = self.gmf_item(items) if self.gmf_dim > 0 else None
+        mlp = self.first_item(self.mlp_item(items)) if self.mlp_dims else None
+        return gmf, mlp
+
+    def join(self, user: tuple[Tensor | None, Tensor | None],
+             item: tuple[Tensor | None, Tensor | None]) -> Tensor:
+        """User parts [B, 1, .] and item parts [B or 1, C, .] -> logits [B, C]."""
+        towers = []
+        if user[0] is not None:
+            towers.append(user[0] * item[0])  # [B, C, G]
+        if user[1] is not None:
+            towers.append(self.mlp(torch.relu(user[1] + item[1])))  # [B, C, H_L]
+        joined = towers[0] if len(towers) == 1 else torch.cat(towers, -1)  # [B, C, G + H_L]
+        return self.out(self.dropout(joined)).squeeze(-1)  # [B, C]
+
+    def forward(self, users: Tensor, items: Tensor) -> Tensor:
+        """users [B], items [B, C] -> logits [B, C]."""
+        user = tuple(None if p is None else p[:, None] for p in self.user_part(users))  # [B, 1, .]
+        return self.join(user, self.item_part(items))  # type: ignore[arg-type]
+
+
+class NeuMF(RecModule):
+    """NeuMF (GMF + MLP) trained on PairBatch with a pointwise or pairwise loss.
+
+    Args:
+        gmf_dim: GMF factors (0: no GMF tower).
+        mlp_dims: MLP sizes, input first: (64, 32, 16, 8) = user and item embeddings of 32 each,
+            then layers of 32, 16, 8 ((): no MLP tower).
+        dropout: dropout before every MLP layer after the first and before the output layer.
+        loss: `lit_recs.losses.bce` (the paper's log loss), `lit_recs.losses.bpr`, or any
+            callable (pos [B, 1], neg [B, N]) -> scalar.
+        init_std: standard deviation of the normal initialisation of the embeddings.
+        score_chunk: (user, item) pairs scored at once when ranking the catalogue.
+        pretrained_gmf / pretrained_mlp: checkpoints of trained GMF / MLP models to start from.
+        pretrain_alpha: the GMF share of the output layer when both are given.
+    """
+
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        gmf_dim: int = 8,
+        mlp_dims: Sequence[int] = (64, 32, 16, 8),
+        dropout: float = 0.0,
+        loss: Callable[[Tensor, Tensor], Tensor] = losses.bce,
+        init_std: float = 0.01,
+        score_chunk: int = 2_000_000,
+        pretrained_gmf: str | None = None,
+        pretrained_mlp: str | None = None,
+        pretrain_alpha: float = 0.5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(num_users, num_items, **kwargs)
+        self.net = NeuMFNet(num_users, num_items, gmf_dim, mlp_dims, dropout, init_std)
+        self.loss, self.score_chunk = loss, score_chunk
+        if pretrained_gmf or pretrained_mlp:
+            self.load_towers(pretrained_gmf, pretrained_mlp, pretrain_alpha)
+
+    def compute_loss(self, batch: PairBatch) -> Tensor:
+        pos = self.net(batch.users, batch.pos_items[:, None])  # [B, 1]
+        neg = self.net(batch.users, batch.neg_items)  # [B, N]
+        return self.loss(pos, neg)
+
+    def score(self, batch: EvalBatch) -> Tensor:
+        user = tuple(None if p is None else p[:, None] for p in self.net.user_part(batch.users))
+        items = torch.arange(self.num_items, device=batch.users.device)  # [I]
+        item = tuple(None if p is None else p[None] for p in self.net.item_part(items))  # [1, I, .]
+        step = max(1, self.score_chunk // max(len(batch), 1))  # items per chunk
+        chunks = [self.net.join(user, tuple(None if p is None else p[:, c:c + step]
+                                            for p in item))  # type: ignore[arg-type]
+                  for c in range(0, self.num_items, step)]  # [B, <= step] each
+        return torch.cat(chunks, 1)  # [B, I]
+
+    def score_candidates(self, batch: EvalBatch, items: Tensor) -> Tensor:
+        return self.net(batch.users, items)  # [B, C]
+
+    def load_towers(self, gmf: str | None, mlp: str | None, alpha: float) -> None:
+        """Copy the towers of trained GMF / MLP checkpoints; h = [alpha h_G; (1 - alpha) h_M]."""
+        states = {name: torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+                  for name, path in (("gmf", gmf), ("mlp", mlp)) if path}
+        own = self.state_dict()
+        prefixes = {"gmf": ("net.gmf_",), "mlp": ("net.mlp_", "net.mlp.", "net.first_")}
+        for name, state in states.items():
+            tower = {k: v for k, v in state.items() if k.startswith(prefixes[name])}
+            missing = [k for k in tower if k not in own or own[k].shape != tower[k].shape]
+            if missing or not tower:
+                raise ValueError(f"pretrained_{name}: {gmf if name == 'gmf' else mlp} does not "
+                                 f"match this model's {name.upper()} tower ({missing or 'empty'})")
+            own.update(tower)
+        g = max(self.net.gmf_dim, 0)
+        if "gmf" in states:
+            share = alpha if "mlp" in states else 1.0
+            own["net.out.weight"][:, :g] = share * states["gmf"]["net.out.weight"]
+        if "mlp" in states:
+            share = 1 - alpha if "gmf" in states else 1.0
+            own["net.out.weight"][:, g:] = share * states["mlp"]["net.out.weight"]
+        biases = [s["net.out.bias"] for s in states.values()]
+        own["net.out.bias"] = sum(biases) / len(biases)
+        self.load_state_dict(own)
+
