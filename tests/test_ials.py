@@ -58,7 +58,7 @@ def test_fit_on_ml100k_beats_popularity(tmp_path) -> None:
                       enable_progress_bar=False, default_root_dir=tmp_path,
                       use_distributed_sampler=False, num_sanity_val_steps=0)
     trainer.fit(model, datamodule=dm)
-    assert trainer.num_training_batches == 1  # one sweep per epoch
+    assert trainer.num_training_batches == 1 and trainer.global_step == 4  # one sweep per epoch
     assert float(trainer.callback_metrics["val/hr@10"]) > 0.1  # Popularity: about 0.08
 
 

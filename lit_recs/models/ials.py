@@ -124,6 +124,8 @@ class IALS(RecModule):
         with torch.no_grad():
             self.sweep()
             self.log("train/loss", self.loss(), prog_bar=True, batch_size=1)
+        self.optimizers().step()  # no parameters: counts the sweep as a step (global_step), which
+        # checkpointing needs to save a new best
 
     def score(self, batch: EvalBatch) -> Tensor:
         return self.users[batch.users] @ self.items.T  # [B, I]

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from lit_recs import losses
 from lit_recs.data.batches import EvalBatch, PairBatch
 from lit_recs.models.base import RecModule
+from lit_recs.nn.embedding import lookup
 
 
 class NeuMFNet(nn.Module):
@@ -68,14 +69,14 @@ class NeuMFNet(nn.Module):
 
     def user_part(self, users: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """users [B] -> (GMF embedding [B, G], first MLP layer's user half + bias [B, H1])."""
-        gmf = self.gmf_user(users) if self.gmf_dim > 0 else None
-        mlp = self.first_user(self.mlp_user(users)) if self.mlp_dims else None
+        gmf = lookup(self.gmf_user, users) if self.gmf_dim > 0 else None
+        mlp = self.first_user(lookup(self.mlp_user, users)) if self.mlp_dims else None
         return gmf, mlp
 
     def item_part(self, items: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """items [...] -> (GMF embedding [..., G], first MLP layer's item half [..., H1])."""
-        gmf = self.gmf_item(items) if self.gmf_dim > 0 else None
-        mlp = self.first_item(self.mlp_item(items)) if self.mlp_dims else None
+        gmf = lookup(self.gmf_item, items) if self.gmf_dim > 0 else None
+        mlp = self.first_item(lookup(self.mlp_item, items)) if self.mlp_dims else None
         return gmf, mlp
 
     def join(self, user: tuple[Tensor | None, Tensor | None],
@@ -133,9 +134,9 @@ class NeuMF(RecModule):
             self.load_towers(pretrained_gmf, pretrained_mlp, pretrain_alpha)
 
     def compute_loss(self, batch: PairBatch) -> Tensor:
-        pos = self.net(batch.users, batch.pos_items[:, None])  # [B, 1]
-        neg = self.net(batch.users, batch.neg_items)  # [B, N]
-        return self.loss(pos, neg)
+        items = torch.cat([batch.pos_items[:, None], batch.neg_items], 1)  # [B, 1 + N]
+        scores = self.net(batch.users, items)  # [B, 1 + N]: one pass for positives and negatives
+        return self.loss(scores[:, :1], scores[:, 1:])
 
     def score(self, batch: EvalBatch) -> Tensor:
         user = tuple(None if p is None else p[:, None] for p in self.net.user_part(batch.users))

@@ -23,18 +23,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-
-def lookup(table: nn.Embedding, index: Tensor) -> Tensor:
-    """table(index): index [...] -> [..., D].
-
-    A dense table goes through index_select: on the CPU its backward (an index_add) is 2-3x faster
-    than nn.Embedding's for the many repeated ids of feature rows. A table built with
-    `sparse=True` keeps nn.Embedding's sparse gradient (large feature spaces; use an optimizer
-    that takes sparse gradients, e.g. torch.optim.Adagrad or SparseAdam).
-    """
-    if table.sparse:
-        return table(index)
-    return table.weight.index_select(0, index.reshape(-1)).view(*index.shape, -1)
+from lit_recs.nn.embedding import lookup
 
 
 class Parts(NamedTuple):

@@ -1,0 +1,82 @@
+"""The NCF-vs-MF table (mean ± sd over seeds) from runs/ncf_vs_mf/<model>-<seed>/results.json, and
+a bar chart of it.
+
+    python experiments/ncf_vs_mf/summarize.py runs/ncf_vs_mf [--chart runs/ncf_vs_mf/ncf_vs_mf.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+MODELS = {"popularity": "Popularity", "slim": "SLIM", "ials": "iALS", "neumf": "NeuMF", "mf": "MF"}
+COLUMNS = {"loo-sampled99 HR@10": "test/sampled99/hr@10",
+           "loo-sampled99 NDCG@10": "test/sampled99/ndcg@10",
+           "loo HR@10": "test/hr@10", "loo NDCG@10": "test/ndcg@10"}
+PAPER = {  # Rendle et al. 2020, ML-1M, NCF protocol (sampled): HR@10, NDCG@10
+    "popularity": (0.4535, 0.2543), "slim": (0.7162, 0.4468), "ials": (0.7111, 0.4383),
+    "neumf": (0.7093, 0.4349), "mf": (0.7294, 0.4523)}
+
+
+def collect(out: Path) -> dict[str, dict[str, list[float]]]:
+    table: dict[str, dict[str, list[float]]] = {}
+    for model in MODELS:
+        for path in sorted(out.glob(f"{model}-*/results.json")):
+            metrics = json.loads(path.read_text())["metrics"]
+            row = table.setdefault(model, {c: [] for c in COLUMNS})
+            for column, key in COLUMNS.items():
+                row[column].append(metrics[key])
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", nargs="?", default="runs/ncf_vs_mf")
+    parser.add_argument("--chart", default=None)
+    args = parser.parse_args()
+    table = collect(Path(args.out))
+    print("| model | " + " | ".join(COLUMNS) + " | paper (ML-1M, sampled) HR / NDCG |")
+    print("|---" * (len(COLUMNS) + 2) + "|")
+    for model, row in table.items():
+        cells = [f"{np.mean(v):.4f} ± {np.std(v, ddof=1):.4f}" if len(v) > 1 else f"{v[0]:.4f}"
+                 for v in row.values()]
+        paper = "{:.4f} / {:.4f}".format(*PAPER[model])
+        print(f"| {MODELS[model]} ({len(row['loo HR@10'])} seeds) | " + " | ".join(cells) +
+              f" | {paper} |")
+    for column in COLUMNS:
+        order = sorted(table, key=lambda m: -np.mean(table[m][column]))
+        print(f"{column}: " + " > ".join(MODELS[m] for m in order))
+    if args.chart:
+        chart(table, Path(args.chart))
+
+
+def chart(table: dict[str, dict[str, list[float]]], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("no chart: pip install matplotlib (or -e '.[experiments]')")
+        return
+    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(4 * len(COLUMNS), 3.6))
+    for ax, column in zip(axes, COLUMNS):
+        models = list(table)
+        means = [np.mean(table[m][column]) for m in models]
+        sds = [np.std(table[m][column], ddof=1) if len(table[m][column]) > 1 else 0 for m in models]
+        ax.bar([MODELS[m] for m in models], means, yerr=sds, capsize=3,
+               color=["#999999", "#4c72b0", "#55a868", "#c44e52", "#8172b2"][:len(models)])
+        ax.set_title(column)
+        ax.tick_params(axis="x", rotation=30)
+    fig.suptitle("ML-100K, temporal leave-one-out: sampled (NCF protocol) vs full ranking")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f"chart: {path}")
+
+
+if __name__ == "__main__":
+    main()
