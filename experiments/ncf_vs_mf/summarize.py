@@ -16,6 +16,8 @@ MODELS = {"popularity": "Popularity", "slim": "SLIM", "ials": "iALS", "neumf": "
 COLUMNS = {"loo-sampled99 HR@10": "test/sampled99/hr@10",
            "loo-sampled99 NDCG@10": "test/sampled99/ndcg@10",
            "loo HR@10": "test/hr@10", "loo NDCG@10": "test/ndcg@10"}
+COLORS = {"popularity": "#999999", "slim": "#4c72b0", "ials": "#55a868", "neumf": "#c44e52",
+          "mf": "#8172b2"}
 PAPER = {  # Rendle et al. 2020, ML-1M, NCF protocol (sampled): HR@10, NDCG@10
     "popularity": (0.4535, 0.2543), "slim": (0.7162, 0.4468), "ials": (0.7111, 0.4383),
     "neumf": (0.7093, 0.4349), "mf": (0.7294, 0.4523)}
@@ -49,6 +51,14 @@ def main() -> None:
     for column in COLUMNS:
         order = sorted(table, key=lambda m: -np.mean(table[m][column]))
         print(f"{column}: " + " > ".join(MODELS[m] for m in order))
+    random811 = [json.loads(p.read_text())["metrics"]
+                 for p in sorted(Path(args.out).glob("random811/neumf-*/results.json"))]
+    if random811:
+        hr = [m["test/hr@10"] for m in random811]
+        ndcg = [m["test/ndcg@10"] for m in random811]
+        print(f"NeuMF random811 ({len(hr)} seeds): HR@10 {np.mean(hr):.4f} ± "
+              f"{np.std(hr, ddof=1) if len(hr) > 1 else 0:.4f}, NDCG@10 {np.mean(ndcg):.4f} ± "
+              f"{np.std(ndcg, ddof=1) if len(ndcg) > 1 else 0:.4f} (RecBole: 0.773 / 0.279)")
     if args.chart:
         chart(table, Path(args.chart))
 
@@ -68,7 +78,7 @@ def chart(table: dict[str, dict[str, list[float]]], path: Path) -> None:
         means = [np.mean(table[m][column]) for m in models]
         sds = [np.std(table[m][column], ddof=1) if len(table[m][column]) > 1 else 0 for m in models]
         ax.bar([MODELS[m] for m in models], means, yerr=sds, capsize=3,
-               color=["#999999", "#4c72b0", "#55a868", "#c44e52", "#8172b2"][:len(models)])
+               color=[COLORS[m] for m in models])
         ax.set_title(column)
         ax.tick_params(axis="x", rotation=30)
     fig.suptitle("ML-100K, temporal leave-one-out: sampled (NCF protocol) vs full ranking")
