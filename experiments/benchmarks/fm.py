@@ -29,6 +29,7 @@ import warnings
 import lightning
 import numpy as np
 import torch
+from clock import EpochClock  # experiments/benchmarks/clock.py
 
 from lit_recs.data.feature_rows import FeatureDataModule, LibFFMDataModule
 from lit_recs.data.libffm import FieldRows
@@ -36,17 +37,6 @@ from lit_recs.models import FFM, FM
 
 RECBOLE_S = {"FM": 0.38, "FFM": 1.18}  # s/epoch on ML-100K CTR, 2 CPU cores (PROTOCOLS.md)
 SETTINGS = {"FM": {"dim": 16, "lr": 0.01, "l2": 0.02}, "FFM": {"dim": 8, "lr": 0.003, "l2": 0.01}}
-
-
-class Clock(lightning.Callback):
-    def __init__(self) -> None:
-        self.epoch_s: list[float] = []
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._t0 = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.epoch_s.append(time.perf_counter() - self._t0)
 
 
 def synthetic_rows(rows: int, fields: int, seed: int) -> FieldRows:
@@ -70,7 +60,7 @@ def synthetic_rows(rows: int, fields: int, seed: int) -> FieldRows:
 
 def lightning_epochs(model, dm, epochs: int) -> tuple[list[float], float]:
     """Seconds of each training epoch through the Trainer, and the validation AUC after them."""
-    clock = Clock()
+    clock = EpochClock()
     trainer = lightning.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False,
                                 enable_progress_bar=False, enable_model_summary=False,
                                 limit_val_batches=0, num_sanity_val_steps=0,

@@ -18,28 +18,17 @@ import argparse
 import logging
 import statistics
 import tempfile
-import time
 import warnings
 
 import lightning
 import torch
+from clock import EpochClock  # experiments/benchmarks/clock.py
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from lit_recs.data.datamodules import NegativeSamplingDataModule
 from lit_recs.models import NeuMF
 
 RECBOLE_EPOCH_S = 1.1
-
-
-class Clock(lightning.Callback):
-    def __init__(self) -> None:
-        self.epoch_s: list[float] = []
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._t0 = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.epoch_s.append(time.perf_counter() - self._t0)
 
 
 def build(dm: NegativeSamplingDataModule, lr: float, dropout: float) -> NeuMF:
@@ -75,7 +64,7 @@ def main() -> None:
     for n in args.negatives:
         dm = NegativeSamplingDataModule(dataset="ml-100k", split="loo", num_negatives=n,
                                         batch_size=args.batch_size)
-        clock = Clock()
+        clock = EpochClock()
         with tempfile.TemporaryDirectory() as root:
             model = build(dm, args.lr, args.dropout)
             trainer(6, [clock], root, validate=False).fit(model, datamodule=dm)
@@ -84,7 +73,7 @@ def main() -> None:
               f"{RECBOLE_EPOCH_S / epoch:.1f}x RecBole's {RECBOLE_EPOCH_S} s", flush=True)
         if args.epochs_only:
             continue
-        clock = Clock()
+        clock = EpochClock()
         ckpt = ModelCheckpoint(monitor="val/ndcg@10", mode="max", filename="best")
         stop = EarlyStopping(monitor="val/ndcg@10", mode="max", patience=args.patience)
         with tempfile.TemporaryDirectory() as root:
