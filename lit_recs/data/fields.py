@@ -44,12 +44,12 @@ class Slots:
     def __len__(self) -> int:
         return len(self.index)
 
-    def take(self, rows: np.ndarray) -> Slots:
-        return Slots(self.index[rows], self.value[rows], self.field[rows])
-
     @staticmethod
-    def concat(parts: list[Slots]) -> Slots:
-        """Slots side by side: [R, S1], [R, S2], ... -> [R, S1 + S2 + ...]."""
+    def concat(parts: list[Slots], rows: int) -> Slots:
+        """Slots side by side: [R, S1], [R, S2], ... -> [R, S1 + S2 + ...] ([R, 0] for none)."""
+        if not parts:
+            return Slots(np.zeros((rows, 0), np.int64), np.zeros((rows, 0), np.float32),
+                         np.zeros((rows, 0), np.int64))
         return Slots(*(np.concatenate([getattr(p, a) for p in parts], 1)
                        for a in ("index", "value", "field")))
 
@@ -101,20 +101,22 @@ class FeatureTables:
              ) -> Slots:
         """Feature rows of (user, item[, time]) triples [R] -> Slots [R, Su + Si + Sc].
 
-        Every slot column belongs to one field, so `field` is one row broadcast.
+        Every slot column belongs to one field, so `field` is `slot_fields()` broadcast.
         """
         index = [self.user.index[users], self.item.index[items]]
         value = [self.user.value[users], self.item.value[items]]
-        fields = [self.user.field[0], self.item.field[0]]
         if self.side("context"):
             context = self.context(timestamps)
             index.append(context.index)
             value.append(context.value)
-            fields.append(context.field[0] if len(context) else
-                          np.array([f.number for f in self.side("context")], np.int64))
         index_, value_ = np.concatenate(index, 1), np.concatenate(value, 1)  # [R, S]
-        field = np.broadcast_to(np.concatenate(fields), index_.shape).copy()  # [R, S]
+        field = np.broadcast_to(self.slot_fields(), index_.shape).copy()  # [R, S]
         return Slots(index_, value_, field)
+
+    def slot_fields(self) -> np.ndarray:
+        """The field of each slot column of `rows` [Su + Si + Sc]."""
+        context = np.array([f.number for f in self.side("context")], np.int64)
+        return np.concatenate([self.user.field[0], self.item.field[0], context])
 
 
 def _context_value(name: str, timestamps: np.ndarray) -> np.ndarray:
@@ -138,53 +140,56 @@ def encode_fields(
     `counts_from` is the log that `user_count` / `item_count` count (the training split, so that no
     held-out interaction leaks into a feature); default `data`.
     """
-    if multi_hot_weight not in ("mean", "one"):
-        raise ValueError(f"multi_hot_weight must be 'mean' or 'one', got {multi_hot_weight!r}")
     wanted = [(c, "categorical") for c in categorical] + [(c, "multi_hot") for c in multi_hot] + \
         [(c, "numeric") for c in numeric]
-    names = [c for c, _ in wanted] + list(context)
+    _check_spec(data, [c for c, _ in wanted], list(context), multi_hot_weight)
+    sides = {c: _side_of(data, c) for c, _ in wanted}
+    counts = counts_from if counts_from is not None else data
+    fields: list[Field] = []
+    tables: dict[str, Slots] = {}
+    for side, rows in (("user", data.num_users), ("item", data.num_items)):
+        blocks = []
+        for col, kind in wanted:
+            if sides[col] != side:
+                continue
+            slots, size, vocab = _encode_column(data, counts, col, kind, side, multi_hot_weight)
+            offset = sum(f.size for f in fields)
+            field = Field(col, kind, side, len(fields), offset, size, vocab)  # type: ignore[arg-type]
+            slots.index += offset  # padded slots (value 0) add nothing, whatever their id
+            slots.field[:] = field.number
+            fields.append(field)
+            blocks.append(slots)
+        tables[side] = Slots.concat(blocks, rows)
+    for c in context:
+        fields.append(Field(c, "context", "context", len(fields), sum(f.size for f in fields),
+                            CONTEXT[c]))
+    return FeatureTables(fields, tables["user"], tables["item"])
+
+
+def _check_spec(data: Interactions, columns: list[str], context: list[str], weight: str) -> None:
+    if weight not in ("mean", "one"):
+        raise ValueError(f"multi_hot_weight must be 'mean' or 'one', got {weight!r}")
+    names = columns + context
     duplicated = sorted({c for c in names if names.count(c) > 1})
     if duplicated:
         raise ValueError(f"columns listed twice among the fields: {duplicated}")
     if not names:
         raise ValueError("no fields: list at least one column (e.g. categorical: [user_id, item_id])")
-    sides = {c: _side_of(data, c) for c, _ in wanted}
     for c in context:
         if c not in CONTEXT:
             raise ValueError(f"context field {c!r} is unknown: use {sorted(CONTEXT)}")
         if data.timestamps is None:
             raise ValueError(f"context field {c!r} needs timestamps and {data.name} has none")
-    counts = counts_from if counts_from is not None else data
-    fields: list[Field] = []
-    blocks: dict[Side, list[Slots]] = {"user": [], "item": []}
-    offset = 0
-    for side in ("user", "item"):
-        rows = data.num_users if side == "user" else data.num_items
-        for col, kind in wanted:
-            if sides[col] != side:
-                continue
-            if col in ("user_id", "item_id") and kind == "categorical":  # the index itself
-                raw = data.user_ids if side == "user" else data.item_ids
-                slots, size = _single(np.arange(rows), np.ones(rows, np.float32)), rows
-                vocab = tuple(str(r) for r in raw)
-            else:
-                values = _column(data, counts, col, side)
-                slots, size, vocab = _encode(values, kind, col, multi_hot_weight, rows)
-            field = Field(col, kind, side, len(fields), offset, size, vocab)  # type: ignore[arg-type]
-            slots.index += offset  # padded slots (value 0) add nothing, whatever their id
-            slots.field[:] = field.number
-            fields.append(field)
-            blocks[side].append(slots)
-            offset += size
-    for c in context:
-        fields.append(Field(c, "context", "context", len(fields), offset, CONTEXT[c]))
-        offset += CONTEXT[c]
-    empty = {side: Slots(np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32),
-                         np.zeros((n, 0), np.int64))
-             for side, n in (("user", data.num_users), ("item", data.num_items))}
-    user = Slots.concat(blocks["user"]) if blocks["user"] else empty["user"]
-    item = Slots.concat(blocks["item"]) if blocks["item"] else empty["item"]
-    return FeatureTables(fields, user, item)
+
+
+def _encode_column(data: Interactions, counts: Interactions, col: str, kind: str, side: Side,
+                   weight: str) -> tuple[Slots, int, tuple[str, ...]]:
+    """One user or item column -> (slots with local ids, number of features, vocabulary)."""
+    rows = data.num_users if side == "user" else data.num_items
+    if col in ("user_id", "item_id") and kind == "categorical":  # the index itself
+        raw = data.user_ids if side == "user" else data.item_ids
+        return _single(np.arange(rows), np.ones(rows, np.float32)), rows, tuple(map(str, raw))
+    return _encode(_column(data, counts, col, side), kind, col, weight, rows)
 
 
 def _side_of(data: Interactions, col: str) -> Side:
@@ -225,9 +230,8 @@ def _encode(values: pl.Series, kind: str, col: str, weight: str, rows: int
         x = values.cast(pl.Float64).to_numpy()  # [rows], NaN for nulls
         ok = np.isfinite(x)
         lo, hi = (x[ok].min(), x[ok].max()) if ok.any() else (0.0, 1.0)
-        scaled = np.where(ok, (x - lo) / (hi - lo if hi > lo else 1.0), 0.0)  # [rows] in [0, 1]
-        if hi == lo:
-            scaled = ok.astype(np.float64)
+        span = hi - lo
+        scaled = np.where(ok, (x - lo) / span if span > 0 else 1.0, 0.0)  # [rows] in [0, 1]
         return _single(np.zeros(rows, np.int64), scaled.astype(np.float32)), 1, ()
     if kind == "categorical":
         if isinstance(values.dtype, pl.List):
@@ -238,9 +242,9 @@ def _encode(values: pl.Series, kind: str, col: str, weight: str, rows: int
                 tuple(str(v) for v in vocab))
     if not isinstance(values.dtype, pl.List):
         raise ValueError(f"multi-hot field {col!r} must be a list column, got {values.dtype}")
-    lengths = values.list.len().fill_null(0).to_numpy().astype(np.int64)  # [rows]
-    tokens = values.explode().drop_nulls().cast(pl.String).to_numpy().astype(str)  # [sum n]
-    lengths = _non_null_lengths(values, lengths)
+    present = values.list.drop_nulls()  # null elements are no feature
+    lengths = present.list.len().fill_null(0).to_numpy().astype(np.int64)  # [rows]
+    tokens = present.explode().drop_nulls().cast(pl.String).to_numpy().astype(str)  # [sum n]
     vocab, ids = np.unique(tokens, return_inverse=True)
     width = max(1, int(lengths.max(initial=0)))
     r = np.repeat(np.arange(rows), lengths)  # [sum n]
@@ -251,12 +255,6 @@ def _encode(values: pl.Series, kind: str, col: str, weight: str, rows: int
     value[r, s] = 1.0 if weight == "one" else (1.0 / np.maximum(lengths, 1))[r]
     return (Slots(index, value, np.zeros((rows, width), np.int64)), max(len(vocab), 1),
             tuple(str(v) for v in vocab))
-
-
-def _non_null_lengths(values: pl.Series, lengths: np.ndarray) -> np.ndarray:
-    """List lengths without null elements (explode().drop_nulls() drops them)."""
-    nulls = values.list.eval(pl.element().is_null().sum()).explode().fill_null(0).to_numpy()
-    return lengths - nulls.astype(np.int64)
 
 
 def _single(ids: np.ndarray, value: np.ndarray) -> Slots:
