@@ -91,6 +91,15 @@ def random_split(
     return _by_part(inter, part.astype(np.int8))
 
 
+def _cut(inter: Interactions, order: np.ndarray, ratios: tuple[float, float, float]) -> Split:
+    """Rows visited in `order` [n]: the first share trains, the next validates, the rest tests."""
+    cut1 = int(round(ratios[0] * len(inter)))
+    cut2 = int(round((ratios[0] + ratios[1]) * len(inter)))
+    part = np.empty(len(inter), dtype=np.int8)
+    part[order[:cut1]], part[order[cut1:cut2]], part[order[cut2:]] = 0, 1, 2
+    return _by_part(inter, part)
+
+
 def temporal_split(
     inter: Interactions, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
 ) -> Split:
@@ -98,12 +107,7 @@ def temporal_split(
     ratios = _check_ratios(ratios)
     if inter.timestamps is None:
         raise ValueError(f"{inter.name}: split='temporal' needs timestamps and the data has none")
-    order = np.argsort(inter.timestamps, kind="stable")  # [n]
-    cut1 = int(round(ratios[0] * len(inter)))
-    cut2 = int(round((ratios[0] + ratios[1]) * len(inter)))
-    part = np.empty(len(inter), dtype=np.int8)
-    part[order[:cut1]], part[order[cut1:cut2]], part[order[cut2:]] = 0, 1, 2
-    return _by_part(inter, part)
+    return _cut(inter, np.argsort(inter.timestamps, kind="stable"), ratios)
 
 
 def global_random_split(
@@ -114,12 +118,7 @@ def global_random_split(
     Unlike `random_split`, users are not kept apart: a user may have no training row at all.
     """
     ratios = _check_ratios(ratios)
-    order = np.random.default_rng(seed).permutation(len(inter))  # [n]
-    cut1 = int(round(ratios[0] * len(inter)))
-    cut2 = int(round((ratios[0] + ratios[1]) * len(inter)))
-    part = np.empty(len(inter), dtype=np.int8)
-    part[order[:cut1]], part[order[cut1:cut2]], part[order[cut2:]] = 0, 1, 2
-    return _by_part(inter, part)
+    return _cut(inter, np.random.default_rng(seed).permutation(len(inter)), ratios)
 
 
 def fold_split(
