@@ -44,6 +44,22 @@ def gather_rows(mat: sp.csr_matrix, users: np.ndarray, valid: np.ndarray) -> np.
     return np.stack([rows, cols]).astype(np.int64)  # [2, P]
 
 
+def global_seed(default: int) -> int:
+    """The global seed when set (seed_everything, PL_GLOBAL_SEED), else `default`."""
+    return int(os.environ.get("PL_GLOBAL_SEED", default))
+
+
+def process_layout(trainer: object | None) -> tuple[int, int]:
+    """(number of processes, this process's rank) for loaders that shard their rows themselves."""
+    if trainer is None:
+        return 1, 0
+    connector = getattr(trainer, "_accelerator_connector", None)
+    if trainer.world_size > 1 and getattr(connector, "use_distributed_sampler", False):
+        raise ValueError("lit_recs loaders shard themselves: run the Trainer with "
+                         "use_distributed_sampler=False (conf/base.yaml sets it)")
+    return trainer.world_size, trainer.global_rank
+
+
 class EvalDataset(Dataset):
     """Index arrays of evaluation rows (-1 = padding) -> EvalBatch, built a batch at a time."""
 
@@ -185,18 +201,11 @@ class RecDataModule(LightningDataModule):
 
     def train_seed(self) -> int:
         """Seed of the training batches: the global seed when set (seed_everything), else `seed`."""
-        return int(os.environ.get("PL_GLOBAL_SEED", self.seed))
+        return global_seed(self.seed)
 
     # ------------------------------------------------------------ process layout
     def _world(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return 1, 0
-        connector = getattr(trainer, "_accelerator_connector", None)
-        if trainer.world_size > 1 and getattr(connector, "use_distributed_sampler", False):
-            raise ValueError("lit_recs loaders shard themselves: run the Trainer with "
-                             "use_distributed_sampler=False (conf/base.yaml sets it)")
-        return trainer.world_size, trainer.global_rank
+        return process_layout(getattr(self, "trainer", None))
 
     # ------------------------------------------------------------ evaluation
     def eval_dataset(self, stage: Stage) -> EvalDataset:

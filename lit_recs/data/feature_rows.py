@@ -20,7 +20,6 @@ or item ids): the same `FeatureBatch`, the same models and metrics.
 from __future__ import annotations
 
 import hashlib
-import os
 from typing import Literal
 
 import numpy as np
@@ -29,7 +28,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from lit_recs.data.batches import FeatureBatch
-from lit_recs.data.datamodules import RecDataModule, Stage
+from lit_recs.data.datamodules import RecDataModule, Stage, global_seed, process_layout
 from lit_recs.data.fields import FeatureTables, Slots, encode_fields
 from lit_recs.data.interactions import Interactions
 from lit_recs.data.libffm import FieldRows, read_libffm
@@ -282,12 +281,11 @@ class LibFFMDataModule(LightningDataModule):
         return float(self.rows["train"].labels.mean())
 
     def _world(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        return (1, 0) if trainer is None else (trainer.world_size, trainer.global_rank)
+        return process_layout(getattr(self, "trainer", None))
 
     def train_dataloader(self) -> DataLoader:
         replicas, rank = self._world()
-        seed = int(os.environ.get("PL_GLOBAL_SEED", self.seed))
+        seed = global_seed(self.seed)
         rows = self.rows["train"]
         batches = EpochBatchSampler(len(rows), self.batch_size, seed, replicas, rank)
         return DataLoader(FieldRowsDataset(rows), batch_size=None, sampler=batches,
