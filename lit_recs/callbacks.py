@@ -1,4 +1,5 @@
-"""Callbacks: the run's results.json, and top-K recommendation lists written by `predict`."""
+"""Callbacks: the run's results.json, top-K lists and embeddings written by `predict`, and the
+hard-negative miner."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import platform
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning
 import numpy as np
@@ -18,8 +19,9 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities import move_data_to_device, rank_zero_only, rank_zero_warn
 
+from lit_recs.data.sampling import EvalShardSampler
 from lit_recs.runtime import release_free_heap
 
 
@@ -176,11 +178,19 @@ class TopKWriter(BasePredictionWriter):
     Models with item-item weights (`item_weights()`: SLIM, EASE, ItemKNN) also get
     `neighbours.parquet`: item, rank, neighbour, weight - each item's top-K neighbours (the items
     that add most to its score, positive weights only), written once (rank 0).
+
+    Embedding models (predict_step returns `user_vectors`, the model has `item_embeddings()`:
+    TwoTower) also get `user_embeddings` and `item_embeddings` (`embeddings: parquet`: columns
+    user / item and vector; `npz`: arrays ids and vectors) for an ANN index: the dot product of a
+    user's and an item's vectors is the model's score.
     """
 
-    def __init__(self, filename: str = "predictions.parquet") -> None:
+    def __init__(self, filename: str = "predictions.parquet",
+                 embeddings: Literal["parquet", "npz"] = "parquet") -> None:
         super().__init__(write_interval="batch")
-        self.filename = filename
+        if embeddings not in ("parquet", "npz"):
+            raise ValueError(f"embeddings must be 'parquet' or 'npz', got {embeddings!r}")
+        self.filename, self.embeddings = filename, embeddings
         self._parts: list[dict[str, np.ndarray]] = []
 
     def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: Any,
@@ -191,10 +201,10 @@ class TopKWriter(BasePredictionWriter):
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._parts:
             return
-        users = np.concatenate([p["users"] for p in self._parts])  # [U]
-        items = np.concatenate([p["items"] for p in self._parts])  # [U, K]
-        scores = np.concatenate([p["scores"] for p in self._parts])  # [U, K]
-        self._parts = []
+        parts, self._parts = self._parts, []
+        users = np.concatenate([p["users"] for p in parts])  # [U]
+        items = np.concatenate([p["items"] for p in parts])  # [U, K]
+        scores = np.concatenate([p["scores"] for p in parts])  # [U, K]
         data = trainer.datamodule.data
         k = items.shape[1]
         real = np.isfinite(scores.reshape(-1))  # users with < K unseen items: -inf fill dropped
@@ -213,6 +223,23 @@ class TopKWriter(BasePredictionWriter):
         weights = pl_module.item_weights() if hasattr(pl_module, "item_weights") else None
         if weights is not None and trainer.global_rank == 0:
             self.write_neighbours(weights, data, k, path.parent / "neighbours.parquet")
+        if "user_vectors" in parts[0]:
+            vectors = np.concatenate([p["user_vectors"] for p in parts])  # [U, D]
+            suffix = "" if trainer.world_size == 1 else f"-rank{trainer.global_rank}"
+            self.write_embeddings(path.parent / f"user_embeddings{suffix}", "user",
+                                  data.user_ids[users], vectors)
+        if hasattr(pl_module, "item_embeddings") and trainer.global_rank == 0:
+            with torch.no_grad():
+                items = pl_module.item_embeddings().float().cpu().numpy()  # [I, D]
+            self.write_embeddings(path.parent / "item_embeddings", "item", data.item_ids, items)
+
+    def write_embeddings(self, stem: Path, key: str, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """ids [n] (raw) and vectors [n, D] -> <stem>.parquet (key, vector) or <stem>.npz."""
+        if self.embeddings == "npz":
+            np.savez(stem.with_suffix(".npz"), ids=ids, vectors=vectors.astype(np.float32))
+            return
+        pl.DataFrame({key: ids, "vector": vectors.astype(np.float32)}).write_parquet(
+            stem.with_suffix(".parquet"))
 
     @staticmethod
     def write_neighbours(weights: torch.Tensor, data: Any, k: int, path: Path) -> None:
@@ -235,3 +262,59 @@ class TopKWriter(BasePredictionWriter):
             "neighbour": data.item_ids[rows[keep]],
             "weight": vals[keep],
         }).write_parquet(path)
+
+
+class HardNegativeMiner(Callback):
+    """Refreshes the DataModule's hard-negative pool at the end of every `every_n_epochs`-th
+    training epoch: each user's `pool_size` highest-scored items that are not training positives,
+    under the model as it is then. With `negative_distribution: hard`, the next epochs draw their
+    negatives uniformly from that pool (the first epoch, before any pool, draws uniformly).
+
+    Each process scores its share of the users; the pools are gathered so every process holds the
+    same [U, K] table. Works with any model whose `score(EvalBatch)` ranks the catalogue.
+    """
+
+    mines_hard_negatives = True
+
+    def __init__(self, pool_size: int = 50, every_n_epochs: int = 1, batch_size: int = 512) -> None:
+        if pool_size < 1 or every_n_epochs < 1 or batch_size < 1:
+            raise ValueError("pool_size, every_n_epochs and batch_size must be >= 1, got "
+                             f"{pool_size}, {every_n_epochs}, {batch_size}")
+        self.pool_size, self.every_n_epochs, self.batch_size = pool_size, every_n_epochs, batch_size
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        datamodule = trainer.datamodule
+        pool = self.mine(pl_module, datamodule, trainer.world_size, trainer.global_rank)
+        datamodule.set_hard_negatives(pool)
+
+    @torch.no_grad()
+    def mine(self, model: LightningModule, datamodule: Any, world_size: int, rank: int
+             ) -> np.ndarray:
+        """[U, K] item indices: each user's top-K scored items outside the training positives."""
+        dataset = datamodule.scoring_dataset()
+        sampler = EvalShardSampler(len(dataset), self.batch_size, world_size, rank)
+        k = min(self.pool_size, model.num_items)
+        was_training = model.training
+        model.eval()
+        start = getattr(model, "_start_eval_epoch", None)
+        if start is not None:
+            start()  # models that cache their item side for an evaluation epoch
+        tops = []
+        try:
+            for rows in sampler:
+                batch = move_data_to_device(dataset[rows], model.device)
+                scores = model.score(batch).float()  # [B, I]
+                scores[batch.seen[0], batch.seen[1]] = float("-inf")
+                tops.append(scores.topk(k, dim=1).indices)  # [B, K]
+        finally:
+            end = getattr(model, "_end_eval_epoch", None)
+            if end is not None:
+                end()
+            model.train(was_training)
+        mine = torch.cat(tops)  # [n, K] rows rank, rank + W, ... (padding rows last)
+        if world_size > 1:
+            mine = model.all_gather(mine).transpose(0, 1).reshape(-1, k)  # [n W, K] row order
+        return mine[: len(dataset)].cpu().numpy()
+

@@ -5,15 +5,19 @@
     lit-recs test --config <run>/config.yaml --ckpt_path <run>/checkpoints/best.ckpt
 
 What this adds to LightningCLI:
-- `num_users` / `num_items` (and `num_features` / `num_fields` of field-encoded data) are linked
-  from the DataModule into the model;
+- `num_users` / `num_items` (and `num_features` / `num_fields` of field-encoded data,
+  `item_vector_dim` / `history_length` of two-tower data) are linked from the DataModule into the
+  model;
 - every run gets its own folder (`--trainer.default_root_dir`, default `runs/<model>-<time>`) that
   holds config.yaml, checkpoints/, results.json, the W&B files and predictions;
 - W&B runs offline, without prompting, when no credentials are configured; the run's config gets
   the resolved CLI config, the dataset fingerprint and the git commit;
 - `fit` ends with `validate` and `test` on the best checkpoint when `test_after_fit` is true, so
   the val/* and test/* metrics in results.json describe the same epoch;
-- `predict` writes each user's top-K unseen items (raw ids) to `<run>/predictions.parquet`.
+- `negative_distribution: hard` in the data gets the HardNegativeMiner callback (pool of 50)
+  unless the trainer's callbacks already hold one;
+- `predict` writes each user's top-K unseen items (raw ids) to `<run>/predictions.parquet` (and
+  the user / item embeddings of models that have them, e.g. TwoTower).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 
 from lit_recs.callbacks import (
+    HardNegativeMiner,
     ReleaseFreeHeap,
     ResultsWriter,
     StillImproving,
@@ -103,6 +108,11 @@ class RecCLI(LightningCLI):
                               apply_on="instantiate")
         parser.link_arguments("data.num_fields", "model.init_args.num_fields",
                               apply_on="instantiate")
+        # two-tower data (TwoTowerDataModule) -> TwoTower
+        parser.link_arguments("data.item_vector_dim", "model.init_args.item_vector_dim",
+                              apply_on="instantiate")
+        parser.link_arguments("data.history_length", "model.init_args.history_length",
+                              apply_on="instantiate")
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="after fit, test the best checkpoint (fit only)")
         parser.add_argument("--torch_num_threads", type=int | None, default=None,
@@ -160,6 +170,11 @@ class RecCLI(LightningCLI):
             trainer.callbacks.append(StillImproving(ckpt.monitor, ckpt.mode))
         if self.subcommand == "fit":
             trainer.callbacks.append(ReleaseFreeHeap())
+        hard = getattr(self.datamodule, "negative_distribution", None) == "hard"
+        if self.subcommand == "fit" and hard and not any(
+            getattr(cb, "mines_hard_negatives", False) for cb in trainer.callbacks
+        ):
+            trainer.callbacks.append(HardNegativeMiner())  # negatives from the last epoch's scores
         if self.subcommand == "predict" and not any(
             isinstance(cb, TopKWriter) for cb in trainer.callbacks
         ):

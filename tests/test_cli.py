@@ -167,9 +167,14 @@ FROM_SPLIT = {"popularity.yaml", "ease.yaml", "itemknn.yaml", "slim.yaml",  # fi
 FEATURE_DATA = {"ml-100k-ctr.yaml": "ctr.yaml", "ml-100k-rating.yaml": "rating.yaml",
                 "ml-100k-fm-topn.yaml": None}  # field-encoded rows (FeatureBatch): trainer config
 FEATURE_MODELS = {"fm.yaml", "ffm.yaml"}
+TOWER_DATA = {"ml-100k-two-tower.yaml": None, "ml-100k-dssm-ctr.yaml": "ctr.yaml"}  # TowerBatch
+TOWER_MODELS = {"two_tower.yaml", "dssm.yaml"}
+TRAINER_OF = {**FEATURE_DATA, **TOWER_DATA}
 
 
 def _compatible(data: str, model: str) -> bool:
+    if data in TOWER_DATA or model in TOWER_MODELS:
+        return data in TOWER_DATA and model in TOWER_MODELS
     if data in FEATURE_DATA or model in FEATURE_MODELS:
         return data in FEATURE_DATA and model in FEATURE_MODELS
     if model in FROM_SPLIT:
@@ -190,12 +195,12 @@ def test_every_config_file_is_in_a_smoke_run() -> None:
     files = {p.name for d in ("data", "model") for p in (REPO / "conf" / d).glob("*.yaml")}
     assert files == used
     trainers = {p.name for p in (REPO / "conf" / "trainer").glob("*.yaml")}
-    assert trainers == {t for t in FEATURE_DATA.values() if t}
+    assert trainers == {t for t in TRAINER_OF.values() if t}
 
 
 @pytest.mark.parametrize(("data", "model"), CONFIG_PAIRS)
 def test_every_config_runs(data: str, model: str, tmp_path: Path) -> None:
-    trainer = FEATURE_DATA.get(data)
+    trainer = TRAINER_OF.get(data)
     extra = ["--config", str(REPO / "conf" / "trainer" / trainer)] if trainer else []
     main(["fit", "--config", str(REPO / "conf" / "base.yaml"), *extra,
           "--data", str(REPO / "conf" / "data" / data), "--model", str(REPO / "conf" / "model" / model),

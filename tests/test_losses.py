@@ -120,3 +120,73 @@ def test_bpr_gradient_closed_form():
                              for b in range(neg.shape[0])])
     np.testing.assert_allclose(neg_t.grad.numpy(), expected_neg, atol=1e-12)
     np.testing.assert_allclose(pos_t.grad.numpy(), -expected_neg.sum(1), atol=1e-12)
+
+
+def sampled_softmax_reference(pos: np.ndarray, neg: np.ndarray) -> float:
+    total = 0.0
+    for b in range(neg.shape[0]):
+        denom = math.exp(pos[b]) + sum(math.exp(v) for v in neg[b])
+        total += -math.log(math.exp(pos[b]) / denom)
+    return total / neg.shape[0]
+
+
+def in_batch_reference(logits: np.ndarray, targets: np.ndarray, row_items: np.ndarray,
+                       column_items: np.ndarray, log_q: np.ndarray | None) -> float:
+    total = 0.0
+    for b in range(logits.shape[0]):
+        terms = []
+        for c in range(logits.shape[1]):
+            if c != targets[b] and column_items[c] == row_items[b]:
+                continue  # accidental hit: the row's positive again
+            terms.append(logits[b, c] - (0.0 if log_q is None else log_q[c]))
+        own = logits[b, targets[b]] - (0.0 if log_q is None else log_q[targets[b]])
+        total += -(own - math.log(sum(math.exp(t) for t in terms)))
+    return total / logits.shape[0]
+
+
+def test_sampled_softmax_matches_brute_force() -> None:
+    from lit_recs.losses import sampled_softmax
+
+    rng = np.random.default_rng(3)
+    pos, neg = rng.normal(size=6) * 3, rng.normal(size=(6, 5)) * 3
+    want = sampled_softmax_reference(pos, neg)
+    got = sampled_softmax(torch.tensor(pos), torch.tensor(neg))
+    assert float(got) == pytest.approx(want, rel=1e-9)
+    assert float(sampled_softmax(torch.tensor(pos)[:, None], torch.tensor(neg))) == \
+        pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("with_log_q", [False, True])
+def test_in_batch_softmax_matches_brute_force(with_log_q: bool) -> None:
+    from lit_recs.losses import in_batch_softmax
+
+    rng = np.random.default_rng(4)
+    b, extra = 7, 5
+    row_items = np.array([3, 1, 3, 4, 1, 9, 2])  # items 3 and 1 twice: accidental hits
+    column_items = np.concatenate([row_items, [3, 8, 2, 0, 6]])  # extra negatives hit 3 and 2
+    logits = rng.normal(size=(b, b + extra)) * 2
+    targets = np.arange(b)
+    log_q = np.log(rng.uniform(0.01, 1.0, size=b + extra)) if with_log_q else None
+    want = in_batch_reference(logits, targets, row_items, column_items, log_q)
+    got = in_batch_softmax(torch.tensor(logits), torch.tensor(targets), torch.tensor(row_items),
+                           torch.tensor(column_items),
+                           None if log_q is None else torch.tensor(log_q))
+    assert float(got) == pytest.approx(want, rel=1e-9)
+    # masking changes the value: without it the duplicated items would compete with themselves
+    plain = in_batch_reference(logits, targets, np.arange(b), np.arange(b + extra), log_q)
+    assert abs(plain - want) > 1e-3
+
+
+def test_in_batch_softmax_targets_off_the_diagonal() -> None:
+    """Another process's rows: targets point into the middle of the gathered candidates."""
+    from lit_recs.losses import in_batch_softmax
+
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(3, 9))
+    targets = np.array([3, 4, 5])
+    row_items = np.array([10, 11, 10])
+    column_items = np.array([10, 12, 13, 10, 11, 10, 14, 11, 15])
+    want = in_batch_reference(logits, targets, row_items, column_items, None)
+    got = in_batch_softmax(torch.tensor(logits), torch.tensor(targets), torch.tensor(row_items),
+                           torch.tensor(column_items))
+    assert float(got) == pytest.approx(want, rel=1e-9)

@@ -100,3 +100,26 @@ class FeatureBatch:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+@dataclass
+class TowerBatch:
+    """Two-tower rows: (user, item) pairs with what the user tower reads.
+
+    task `topn`: every pair is a positive; `negatives` holds sampled items (per row for the
+    sampled losses, shared by the whole batch for in-batch softmax). task `ctr`: `labels` says
+    click (1) or not (0). `history` holds the user's items before the interaction (tokens:
+    item + 1, 0 = padding, right-aligned, most recent last); `context` the context fields'
+    feature ids (hour, weekday of the interaction).
+    """
+
+    users: Tensor  # [B] long
+    items: Tensor  # [B] long
+    history: Tensor | None = None  # [B, L] long
+    negatives: Tensor | None = None  # [B, N] long
+    labels: Tensor | None = None  # [B] float (ctr)
+    context: Tensor | None = None  # [B, Sc] long global feature ids
+    task: str = "topn"
+
+    def __len__(self) -> int:
+        return len(self.users)

@@ -22,6 +22,7 @@ from lit_recs.data.batches import EvalBatch, PairBatch, RowBatch
 from lit_recs.data.datasets.base import DataSource, resolve
 from lit_recs.data.interactions import Interactions, binarize, deduplicate, k_core
 from lit_recs.data.sampling import (
+    DISTRIBUTIONS,
     EpochBatchSampler,
     EvalShardSampler,
     NegativeSampler,
@@ -42,6 +43,12 @@ def gather_rows(mat: sp.csr_matrix, users: np.ndarray, valid: np.ndarray) -> np.
     offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)  # [P]
     cols = mat.indices[np.repeat(starts, counts) + offsets]  # [P]
     return np.stack([rows, cols]).astype(np.int64)  # [2, P]
+
+
+def check_distribution(distribution: str) -> None:
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(f"negative_distribution must be one of {DISTRIBUTIONS}, got "
+                         f"{distribution!r}")
 
 
 def global_seed(default: int) -> int:
@@ -152,6 +159,8 @@ class RecDataModule(LightningDataModule):
         self._split: Split | None = None
         self._eval: dict[str, EvalDataset] = {}
         self._sampled: np.ndarray | None = None  # [U, N] the sampled protocol's negatives
+        self.hard_negatives: np.ndarray | None = None  # [U, K] pool of negative_distribution=hard
+        self._train_sampler: NegativeSampler | None = None
 
     # ------------------------------------------------------------ data, lazily
     def prepare_data(self) -> None:
@@ -202,6 +211,39 @@ class RecDataModule(LightningDataModule):
     def train_seed(self) -> int:
         """Seed of the training batches: the global seed when set (seed_everything), else `seed`."""
         return global_seed(self.seed)
+
+    # ------------------------------------------------------------ training negatives
+    def negative_sampler(self, distribution: str, alpha: float) -> NegativeSampler:
+        """The training negatives' sampler (subclasses that sample call it in train_dataloader).
+
+        `hard` draws from `hard_negatives`, which `lit_recs.callbacks.HardNegativeMiner` refreshes
+        at the end of every epoch (uniform before the first refresh).
+        """
+        if distribution == "hard":
+            trainer = getattr(self, "trainer", None)
+            callbacks = getattr(trainer, "callbacks", None) or []
+            if trainer is not None and not any(getattr(cb, "mines_hard_negatives", False)
+                                               for cb in callbacks):
+                raise ValueError("negative_distribution='hard' samples among the previous "
+                                 "epoch's top-scored items: add the callback "
+                                 "lit_recs.callbacks.HardNegativeMiner to trainer.callbacks")
+        sampler = NegativeSampler(self.train.binary_csr(), distribution, alpha)
+        sampler.hard_pool = self.hard_negatives
+        self._train_sampler = sampler
+        return sampler
+
+    def set_hard_negatives(self, pool: np.ndarray) -> None:
+        """Each user's pool of hard negatives [U, K] (item indices) for the next epochs."""
+        if pool.ndim != 2 or len(pool) != self.num_users:
+            raise ValueError(f"hard negative pool must be [num_users={self.num_users}, K], got "
+                             f"{pool.shape}")
+        self.hard_negatives = pool
+        if self._train_sampler is not None:
+            self._train_sampler.hard_pool = pool
+
+    def scoring_dataset(self) -> EvalDataset:
+        """Every user with their training items as `seen` (what a hard-negative miner scores)."""
+        return EvalDataset(np.arange(self.num_users), self.train.binary_csr(), None, None)
 
     # ------------------------------------------------------------ process layout
     def _world(self) -> tuple[int, int]:
@@ -295,31 +337,30 @@ class NegativeSamplingDataModule(RecDataModule):
     """Training batches of (user, positive item, N sampled negatives).
 
     Negatives exclude the user's training positives and are drawn per batch, vectorised, from
-    `uniform` or `popularity` (count ** negative_alpha); seeded per epoch, process and batch.
+    `uniform`, `popularity` (count ** negative_alpha) or `hard` (the previous epoch's top-scored
+    non-positives, with `lit_recs.callbacks.HardNegativeMiner`); seeded per epoch, process and
+    batch.
     """
 
     def __init__(
         self,
         *args,
         num_negatives: int = 1,
-        negative_distribution: Literal["uniform", "popularity"] = "uniform",
+        negative_distribution: Literal["uniform", "popularity", "hard"] = "uniform",
         negative_alpha: float = 1.0,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
         if num_negatives < 1:
             raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
-        if negative_distribution not in ("uniform", "popularity"):
-            raise ValueError("negative_distribution must be 'uniform' or 'popularity', got "
-                             f"{negative_distribution!r}")
+        check_distribution(negative_distribution)
         self.num_negatives = num_negatives
         self.negative_distribution, self.negative_alpha = negative_distribution, negative_alpha
 
     def train_dataloader(self) -> DataLoader:
         replicas, rank = self._world()
         train = self.train
-        sampler = NegativeSampler(train.binary_csr(), self.negative_distribution,
-                                  self.negative_alpha)
+        sampler = self.negative_sampler(self.negative_distribution, self.negative_alpha)
         seed = self.train_seed()
         dataset = PairDataset(train, sampler, self.num_negatives, seed, rank)
         batches = EpochBatchSampler(len(train), self.batch_size, seed, replicas, rank)

@@ -28,7 +28,13 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from lit_recs.data.batches import FeatureBatch
-from lit_recs.data.datamodules import RecDataModule, Stage, global_seed, process_layout
+from lit_recs.data.datamodules import (
+    RecDataModule,
+    Stage,
+    check_distribution,
+    global_seed,
+    process_layout,
+)
 from lit_recs.data.fields import FeatureTables, Slots, encode_fields
 from lit_recs.data.interactions import Interactions
 from lit_recs.data.libffm import FieldRows, read_libffm
@@ -98,11 +104,15 @@ class FeatureDataModule(RecDataModule):
     Args (besides RecDataModule's):
         task: `ctr`, `rating` or `topn`.
         label_threshold: ctr label = rating >= label_threshold.
-        categorical / multi_hot / numeric / context: the columns that become fields (see
+        categorical / multi_hot / numeric / context / text: the columns that become fields (see
             lit_recs.data.fields); `user_id` and `item_id` are the indices.
+        text_buckets: hash buckets of the `text` fields' words.
         multi_hot_weight: value of each element of a multi-hot field: `mean` (1/n) or `one`.
-        num_negatives / negative_distribution / negative_alpha: top-N training negatives.
+        num_negatives / negative_distribution / negative_alpha: top-N training negatives
+            (`uniform`, `popularity` ** alpha or `hard`, see NegativeSamplingDataModule).
     """
+
+    min_negatives = 1
 
     def __init__(
         self,
@@ -114,8 +124,10 @@ class FeatureDataModule(RecDataModule):
         numeric: list[str] = (),  # type: ignore[assignment]
         context: list[str] = (),  # type: ignore[assignment]
         multi_hot_weight: Literal["mean", "one"] = "mean",
+        text: list[str] = (),  # type: ignore[assignment]
+        text_buckets: int = 4096,
         num_negatives: int = 4,
-        negative_distribution: Literal["uniform", "popularity"] = "uniform",
+        negative_distribution: Literal["uniform", "popularity", "hard"] = "uniform",
         negative_alpha: float = 1.0,
         **kwargs,
     ) -> None:
@@ -128,11 +140,13 @@ class FeatureDataModule(RecDataModule):
         if task == "topn" and context:
             raise ValueError(f"task='topn' ranks items for a user with no interaction time: drop "
                              f"the context fields {list(context)}")
-        if num_negatives < 1:
-            raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+        if num_negatives < self.min_negatives:
+            raise ValueError(f"num_negatives must be >= {self.min_negatives}, got {num_negatives}")
+        check_distribution(negative_distribution)
         self.task, self.label_threshold = task, label_threshold
         self.field_spec = {"categorical": list(categorical), "multi_hot": list(multi_hot),
-                           "numeric": list(numeric), "context": list(context)}
+                           "numeric": list(numeric), "context": list(context), "text": list(text),
+                           "text_buckets": text_buckets}
         self.multi_hot_weight = multi_hot_weight
         self.num_negatives = num_negatives
         self.negative_distribution, self.negative_alpha = negative_distribution, negative_alpha
@@ -178,8 +192,7 @@ class FeatureDataModule(RecDataModule):
         replicas, rank = self._world()
         train, seed = self.train, self.train_seed()
         if self.task == "topn":
-            sampler = NegativeSampler(train.binary_csr(), self.negative_distribution,
-                                      self.negative_alpha)
+            sampler = self.negative_sampler(self.negative_distribution, self.negative_alpha)
             dataset: Dataset = SampledRowsDataset(self.features, train, sampler,
                                                   self.num_negatives, seed, rank)
         else:

@@ -10,6 +10,8 @@ A *field* is one column of information; every value a field can take is a *featu
 - `numeric`: one slot with one feature, value = the column min-max scaled to [0, 1] (null -> 0),
   so the model learns value x embedding; `user_count` / `item_count` are derived: log(1 + number of
   training interactions), scaled the same way;
+- `text` (a string column such as `title`): a hashed bag of words: lower-cased alphanumeric
+  words, each hashed (CRC-32) into one of `text_buckets` features, one slot per word, value 1/n;
 - `context` (`hour`, `weekday` of the interaction's timestamp, UTC): one categorical slot each.
 
 User fields, then item fields, then context fields; the slots of user and item fields are computed
@@ -19,6 +21,7 @@ operations and a concatenation (`FeatureTables.rows`).
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,7 +32,7 @@ from lit_recs.data.interactions import Interactions
 
 CONTEXT = {"hour": 24, "weekday": 7}
 COUNTS = {"user_count": "user", "item_count": "item"}
-Kind = Literal["categorical", "multi_hot", "numeric", "context"]
+Kind = Literal["categorical", "multi_hot", "numeric", "text", "context"]
 Side = Literal["user", "item", "context"]
 
 
@@ -134,6 +137,8 @@ def encode_fields(
     context: list[str] = (),
     multi_hot_weight: Literal["mean", "one"] = "mean",
     counts_from: Interactions | None = None,
+    text: list[str] = (),
+    text_buckets: int = 4096,
 ) -> FeatureTables:
     """Build the FeatureTables of `data` (its users, items and side-feature frames).
 
@@ -141,8 +146,10 @@ def encode_fields(
     held-out interaction leaks into a feature); default `data`.
     """
     wanted = [(c, "categorical") for c in categorical] + [(c, "multi_hot") for c in multi_hot] + \
-        [(c, "numeric") for c in numeric]
+        [(c, "numeric") for c in numeric] + [(c, "text") for c in text]
     _check_spec(data, [c for c, _ in wanted], list(context), multi_hot_weight)
+    if text and text_buckets < 1:
+        raise ValueError(f"text_buckets must be >= 1, got {text_buckets}")
     sides = {c: _side_of(data, c) for c, _ in wanted}
     counts = counts_from if counts_from is not None else data
     fields: list[Field] = []
@@ -152,7 +159,8 @@ def encode_fields(
         for col, kind in wanted:
             if sides[col] != side:
                 continue
-            slots, size, vocab = _encode_column(data, counts, col, kind, side, multi_hot_weight)
+            slots, size, vocab = _encode_column(data, counts, col, kind, side, multi_hot_weight,
+                                                text_buckets)
             offset = sum(f.size for f in fields)
             field = Field(col, kind, side, len(fields), offset, size, vocab)  # type: ignore[arg-type]
             slots.index += offset  # padded slots (value 0) add nothing, whatever their id
@@ -183,13 +191,16 @@ def _check_spec(data: Interactions, columns: list[str], context: list[str], weig
 
 
 def _encode_column(data: Interactions, counts: Interactions, col: str, kind: str, side: Side,
-                   weight: str) -> tuple[Slots, int, tuple[str, ...]]:
+                   weight: str, buckets: int = 4096) -> tuple[Slots, int, tuple[str, ...]]:
     """One user or item column -> (slots with local ids, number of features, vocabulary)."""
     rows = data.num_users if side == "user" else data.num_items
     if col in ("user_id", "item_id") and kind == "categorical":  # the index itself
         raw = data.user_ids if side == "user" else data.item_ids
         return _single(np.arange(rows), np.ones(rows, np.float32)), rows, tuple(map(str, raw))
-    return _encode(_column(data, counts, col, side), kind, col, weight, rows)
+    values = _column(data, counts, col, side)
+    if kind == "text":
+        return _hashed_words(values, col, buckets)
+    return _encode(values, kind, col, weight, rows)
 
 
 def _side_of(data: Interactions, col: str) -> Side:
@@ -246,6 +257,13 @@ def _encode(values: pl.Series, kind: str, col: str, weight: str, rows: int
     lengths = present.list.len().fill_null(0).to_numpy().astype(np.int64)  # [rows]
     tokens = present.explode().drop_nulls().cast(pl.String).to_numpy().astype(str)  # [sum n]
     vocab, ids = np.unique(tokens, return_inverse=True)
+    return (_ragged(ids.astype(np.int64), lengths, weight), max(len(vocab), 1),
+            tuple(str(v) for v in vocab))
+
+
+def _ragged(ids: np.ndarray, lengths: np.ndarray, weight: str) -> Slots:
+    """Row r's lengths[r] consecutive ids [sum n] -> slots [rows, max n], value 1 or 1/n."""
+    rows = len(lengths)
     width = max(1, int(lengths.max(initial=0)))
     r = np.repeat(np.arange(rows), lengths)  # [sum n]
     s = np.arange(len(r)) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # [sum n]
@@ -253,8 +271,21 @@ def _encode(values: pl.Series, kind: str, col: str, weight: str, rows: int
     value = np.zeros((rows, width), np.float32)
     index[r, s] = ids
     value[r, s] = 1.0 if weight == "one" else (1.0 / np.maximum(lengths, 1))[r]
-    return (Slots(index, value, np.zeros((rows, width), np.int64)), max(len(vocab), 1),
-            tuple(str(v) for v in vocab))
+    return Slots(index, value, np.zeros((rows, width), np.int64))
+
+
+def _hashed_words(values: pl.Series, col: str, buckets: int
+                  ) -> tuple[Slots, int, tuple[str, ...]]:
+    """A string column [rows] -> one slot per word (hashed into `buckets` ids), value 1/n."""
+    if values.dtype != pl.String:
+        raise ValueError(f"text field {col!r} must be a string column, got {values.dtype}")
+    words = values.fill_null("").str.to_lowercase().str.extract_all(r"[a-z0-9]+")
+    lengths = words.list.len().fill_null(0).to_numpy().astype(np.int64)  # [rows]
+    tokens = words.explode().drop_nulls().to_numpy().astype(str)  # [sum n]
+    vocab, inverse = np.unique(tokens, return_inverse=True)
+    hashed = np.array([zlib.crc32(w.encode()) % buckets for w in vocab], np.int64)  # [V]
+    ids = hashed[inverse] if len(vocab) else np.zeros(0, np.int64)
+    return _ragged(ids, lengths, "mean"), buckets, ()
 
 
 def _single(ids: np.ndarray, value: np.ndarray) -> Slots:

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-DISTRIBUTIONS = ("uniform", "popularity")
+DISTRIBUTIONS = ("uniform", "popularity", "hard")
 FAST_ROUNDS = 32  # vectorised rejection rounds before the exact per-row fallback
 
 
@@ -22,7 +22,10 @@ class NegativeSampler:
     """Draws items that a user has no interaction with in `positives` ([U, I] CSR).
 
     distribution: "uniform" over the catalogue, or "popularity": P(i) ∝ count(i) ** alpha, counts
-    taken from `positives` (items never seen get probability 0).
+    taken from `positives` (items never seen get probability 0), or "hard": uniformly among the
+    user's row of `hard_pool` ([U, K] item ids, e.g. the K highest-scored non-positives of the
+    previous epoch, set by `lit_recs.callbacks.HardNegativeMiner`); uniform while no pool is set.
+    Whatever the distribution, a draw that is a positive is redrawn (hard: from the uniform).
     """
 
     def __init__(
@@ -41,6 +44,8 @@ class NegativeSampler:
         self._pos = pos
         self._weights = np.ones(self.num_items)  # [I] sampling weight of each item
         self._cdf = None
+        self.distribution = distribution
+        self.hard_pool: np.ndarray | None = None  # [U, K] (distribution "hard")
         if distribution == "popularity":
             counts = np.asarray(pos.sum(axis=0)).ravel().astype(np.float64)  # [I]
             weights = np.zeros_like(counts)  # [I]; unseen items stay 0 (0 ** 0 would be 1)
@@ -54,6 +59,10 @@ class NegativeSampler:
             return rng.integers(0, self.num_items, size=shape, dtype=np.int64)
         u = rng.random(size=shape) * self._cdf[-1]
         return np.minimum(np.searchsorted(self._cdf, u, side="right"), self.num_items - 1)
+
+    def probabilities(self) -> np.ndarray:
+        """The item distribution of a draw before rejection [I] (hard: uniform, its fallback)."""
+        return self._weights / self._weights.sum()
 
     def is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """users [B, 1] or [B], items [B, N] -> bool [B, N]."""
@@ -70,7 +79,11 @@ class NegativeSampler:
         if full.any():
             raise ValueError(f"user {int(users[full][0])} interacted with every item: no negative "
                              "to draw")
-        neg = self._draw((len(users), n), rng)  # [B, n]
+        if self.hard_pool is not None and self.distribution == "hard":
+            pool = self.hard_pool[users]  # [B, K]
+            neg = np.take_along_axis(pool, rng.integers(0, pool.shape[1], (len(users), n)), 1)
+        else:
+            neg = self._draw((len(users), n), rng)  # [B, n]
         for _ in range(FAST_ROUNDS):
             bad = self._rejected(users, neg, distinct)  # [B, n]
             if not bad.any():

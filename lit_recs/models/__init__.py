@@ -12,9 +12,10 @@ from lit_recs.models.mf import MF, MFNet
 from lit_recs.models.neumf import NeuMF, NeuMFNet
 from lit_recs.models.popularity import Popularity
 from lit_recs.models.slim import SLIM, SLIMGradient
+from lit_recs.models.two_tower import TwoTower
 
 __all__ = [
     "BERT4Rec", "EASE", "FFM", "FM", "ClosedFormModule", "FactorizationModule",
     "FeatureModule", "IALS", "ItemKNN", "NeuMF", "NeuMFNet", "MF", "MFNet",
-    "Popularity", "RecModule", "SLIM", "SLIMGradient",
+    "Popularity", "RecModule", "SLIM", "SLIMGradient", "TwoTower",
 ]

@@ -175,7 +175,7 @@ class RecModule(LightningModule):
         """Labelled rows: AUC / LogLoss of click logits, or RMSE / MAE of predicted ratings."""
         if len(batch) == 0:
             return  # a process's padding-only batch
-        with torch.autocast(batch.index.device.type, enabled=False):
+        with torch.autocast(batch.labels.device.type, enabled=False):
             scores = self.score_rows(batch).float()  # [R]
         kind = "rating" if batch.task == "rating" else "ctr"
         self.metrics[f"{stage}_{kind}"].update(scores, batch.labels)
@@ -202,11 +202,11 @@ class RecModule(LightningModule):
     def test_step(self, batch: EvalBatch | FeatureBatch, batch_idx: int) -> None:
         self._evaluate_any(batch, "test")
 
-    def _evaluate_any(self, batch: EvalBatch | FeatureBatch, stage: str) -> None:
-        if isinstance(batch, FeatureBatch):
-            self._evaluate_rows(batch, stage)
-        else:
+    def _evaluate_any(self, batch: Any, stage: str) -> None:
+        if isinstance(batch, EvalBatch):
             self._evaluate(batch, stage)
+        else:  # labelled rows (FeatureBatch, TowerBatch): `labels` and `task`
+            self._evaluate_rows(batch, stage)
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
