@@ -36,6 +36,14 @@ RUNS = {  # config, a metric that must be there, how many test metrics at least
     "fm-ctr": (["--config", "conf/base.yaml", "--config", "conf/trainer/ctr.yaml",
                 "--data", "conf/data/ml-100k-ctr.yaml", "--model", "conf/model/fm.yaml"],
                "test/auc", 2),  # AUC gathers every score: exact on any number of processes
+    # in-batch softmax over both processes' candidates (all_gather with gradients), mixed hard
+    # negatives: the HardNegativeMiner gathers its pools across processes after the epoch
+    "two-tower": (["--config", "conf/base.yaml", "--data", "conf/data/ml-100k-two-tower.yaml",
+                   "--model", "conf/model/two_tower.yaml",
+                   "--model.init_args.gather_negatives_across_devices", "true",
+                   "--data.init_args.num_negatives", "1",
+                   "--data.init_args.negative_distribution", "hard"],
+                  "test/sampled99/ndcg@10", 30),
 }
 
 

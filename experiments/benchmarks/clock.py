@@ -16,3 +16,16 @@ class EpochClock(lightning.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.epoch_s.append(time.perf_counter() - self._t0)
+
+
+def timed_fit(model, datamodule, epochs: int) -> tuple[list[float], lightning.Trainer]:
+    """Fits `epochs` epochs on the CPU without validation, checkpoints or logs; returns each
+    training epoch's seconds and the Trainer (validate with it afterwards if needed)."""
+    clock = EpochClock()
+    trainer = lightning.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False,
+                                limit_val_batches=0, num_sanity_val_steps=0,
+                                use_distributed_sampler=False, callbacks=[clock],
+                                accelerator="cpu")
+    trainer.fit(model, datamodule=datamodule)
+    return clock.epoch_s, trainer

@@ -26,10 +26,9 @@ import statistics
 import time
 import warnings
 
-import lightning
 import numpy as np
 import torch
-from clock import EpochClock  # experiments/benchmarks/clock.py
+from clock import timed_fit  # experiments/benchmarks/clock.py
 
 from lit_recs.data.feature_rows import FeatureDataModule, LibFFMDataModule
 from lit_recs.data.libffm import FieldRows
@@ -60,16 +59,10 @@ def synthetic_rows(rows: int, fields: int, seed: int) -> FieldRows:
 
 def lightning_epochs(model, dm, epochs: int) -> tuple[list[float], float]:
     """Seconds of each training epoch through the Trainer, and the validation AUC after them."""
-    clock = EpochClock()
-    trainer = lightning.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False,
-                                enable_progress_bar=False, enable_model_summary=False,
-                                limit_val_batches=0, num_sanity_val_steps=0,
-                                use_distributed_sampler=False, callbacks=[clock],
-                                accelerator="cpu")
-    trainer.fit(model, datamodule=dm)
+    epoch_s, trainer = timed_fit(model, dm, epochs)
     trainer.limit_val_batches = 1.0
     auc = trainer.validate(model, datamodule=dm, verbose=False)[0]["val/auc"]
-    return clock.epoch_s, auc
+    return epoch_s, auc
 
 
 def torch_loop(model, dm, epochs: int, optimizer) -> list[float]:

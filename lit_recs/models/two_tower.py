@@ -128,7 +128,9 @@ class TwoTower(FeatureModule):
                                 dropout)
         self.history_encoder = None if history == "none" else HistoryEncoder(
             history, dim, history_length, history_layers, history_heads, dropout)
-        self.bias = nn.Parameter(torch.zeros(()))  # ctr / bce: logit = score + bias
+        # logit = score + bias: fitted by ctr and bce; a constant shift that the other losses cancel
+        # (kept in their graph so that DDP sees every parameter used)
+        self.bias = nn.Parameter(torch.zeros(()))
         self.item_vector_dim = item_vector_dim
 
     # ------------------------------------------------------------------ data tables
@@ -236,9 +238,10 @@ class TwoTower(FeatureModule):
         pos_v, neg_v, hist_v = self._items_once(batch.items, batch.negatives,
                                                 self._history_ids(batch.history))
         user = self.user_vectors(batch.users, batch.history, self._ranking_vectors(hist_v))
-        pos, neg = self.scores(user, pos_v), self.scores(user, neg_v)  # [B], [B, N]
+        # the bias shifts every score alike: only BCE depends on it, the rest cancel it exactly
+        pos, neg = self.scores(user, pos_v) + self.bias, self.scores(user, neg_v) + self.bias
         if self.loss == "bce":
-            return losses.bce(pos + self.bias, neg + self.bias)
+            return losses.bce(pos, neg)
         if self.loss == "bpr":
             return losses.bpr(pos, neg)
         if self.loss == "hinge":
@@ -258,7 +261,7 @@ class TwoTower(FeatureModule):
         neg_ids = gather_rows(extra, False)[0] if gather else extra  # [W M]
         candidates = torch.cat([pos_all, neg_all])  # [C, D]
         ids = torch.cat([pos_ids, neg_ids])  # [C]
-        logits = self._score_matrix(user, candidates)  # [B, C]
+        logits = self._score_matrix(user, candidates) + self.bias  # [B, C]; the bias cancels
         targets = rank * len(batch) + torch.arange(len(batch), device=logits.device)  # [B]
         log_q = self._log_q(ids, len(pos_ids), len(neg_ids)) if self.logq_correction else None
         return losses.in_batch_softmax(logits, targets, batch.items, ids, log_q)
