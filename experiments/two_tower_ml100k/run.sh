@@ -2,9 +2,10 @@
 # Two-tower / DSSM on ML-100K (issue 5), with the configs in conf/ (chosen on validation, see
 # README.md here); seeds 42 43 44 for every row:
 #   main    : in-batch softmax + logQ over feature towers, protocols random811 and loo
-#   losses  : the losses / negatives / history encoders on the same tower, random811
+#   losses  : the losses / negatives / history on the same tower, random811
+#   encoders: GRU and transformer history encoders, random811 (seed 42 only: ~1 min per epoch)
 #   ctr     : DSSM as a classifier, CTR protocol (PROTOCOLS.md)
-# Usage: LIT_RECS_DATA=../shared/datasets bash experiments/two_tower_ml100k/run.sh [main losses ctr]
+# Usage: LIT_RECS_DATA=../shared/datasets bash experiments/two_tower_ml100k/run.sh [main losses encoders ctr]
 # Writes runs/two_tower_ml100k/<section>/<variant>-<seed>/results.json; summarize.py prints tables.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,8 +26,6 @@ declare -A variant=(
   [hinge]="${sampled[*]} --model.init_args.loss hinge"
   [bpr_hard]="${sampled[*]} --model.init_args.loss bpr --data.init_args.negative_distribution hard"
   [history_mean]="--data.init_args.history_length 20 --model.init_args.history mean"
-  [history_gru]="--data.init_args.history_length 20 --model.init_args.history gru"
-  [history_transformer]="--data.init_args.history_length 20 --model.init_args.history transformer"
   [ids_only]="--data.init_args.categorical [user_id,item_id] --data.init_args.multi_hot [] --data.init_args.text []"
 )
 fit() {  # section name seed args...
@@ -34,7 +33,7 @@ fit() {  # section name seed args...
   [ -f "$dir/results.json" ] && return 0  # already done (delete the folder to rerun)
   lit-recs fit "${common[@]}" "$@" --seed_everything "$seed" --trainer.default_root_dir "$dir"
 }
-for section in ${@:-main losses ctr}; do
+for section in ${@:-main losses encoders ctr}; do
   for seed in $seeds; do
     case $section in
       main)
@@ -44,6 +43,12 @@ for section in ${@:-main losses ctr}; do
         for name in "${!variant[@]}"; do
           # shellcheck disable=SC2086  # the variant's arguments are words
           fit losses "$name" "$seed" "${tower[@]}" ${variant[$name]}
+        done ;;
+      encoders)
+        [ "$seed" = 42 ] || continue
+        for enc in gru transformer; do
+          fit encoders "history_$enc" "$seed" "${tower[@]}" --data.init_args.history_length 20 \
+            --model.init_args.history "$enc"
         done ;;
       ctr)
         fit ctr dssm "$seed" --config conf/trainer/ctr.yaml --data conf/data/ml-100k-dssm-ctr.yaml \

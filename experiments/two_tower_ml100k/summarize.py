@@ -15,13 +15,15 @@ import numpy as np
 METRICS = {
     "main": ["test/ndcg@10", "test/hr@10", "test/sampled99/ndcg@10", "test/sampled99/hr@10"],
     "losses": ["test/ndcg@10", "test/hr@10", "val/ndcg@10"],
+    "encoders": ["test/ndcg@10", "test/hr@10", "val/ndcg@10"],
     "ctr": ["test/auc", "test/logloss"],
 }
 
 
-def cell(values: list[float]) -> str:
-    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else \
-        f"{values[0]:.4f}"
+def cell(values: list[float], digits: int = 4) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
 def main() -> None:
@@ -39,8 +41,8 @@ def main() -> None:
         for name in order:
             results = groups[name]
             cols = [cell([r["metrics"][k] for r in results]) for k in keys]
-            epochs = cell([float(r["epochs"]) for r in results])
-            fit_s = cell([r["timings"]["fit_s"] for r in results])
+            epochs = cell([float(r["epochs"]) for r in results], 1)
+            fit_s = cell([r["timings"]["fit_s"] for r in results], 1)
             print(f"| {name} | {len(results)} | " + " | ".join(cols) + f" | {epochs} | {fit_s} |")
 
 

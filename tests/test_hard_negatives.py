@@ -1,0 +1,28 @@
+"""Hard negatives shared by every sampling DataModule: MF on NegativeSamplingDataModule."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+
+from lit_recs.callbacks import HardNegativeMiner
+from lit_recs.data.datamodules import NegativeSamplingDataModule
+from lit_recs.models import MF
+
+
+def test_mf_trains_on_hard_negatives_from_the_previous_epoch() -> None:
+    dm = NegativeSamplingDataModule(dataset="ml-100k", split="random", num_negatives=3,
+                                    negative_distribution="hard", batch_size=8192,
+                                    sampled_negatives=0)
+    model = MF(dm.num_users, dm.num_items, dim=8)
+    trainer = L.Trainer(max_epochs=2, logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, limit_val_batches=0,
+                        callbacks=[HardNegativeMiner(pool_size=10)])
+    trainer.fit(model, dm)
+    pool = dm.hard_negatives  # refreshed after each epoch from MF's scores
+    assert pool.shape == (dm.num_users, 10)
+    batch = next(iter(dm.train_dataloader()))  # the next epoch's negatives come from the pool
+    users, negatives = batch.users.numpy(), batch.neg_items.numpy()
+    assert all(set(negatives[r]) <= set(pool[users[r]]) for r in range(len(users)))
+    train = dm.train.binary_csr()
+    assert not train[np.repeat(users, 3), negatives.reshape(-1)].any()
