@@ -15,7 +15,7 @@ import numpy as np
 METRICS = {
     "main": ["test/ndcg@10", "test/hr@10", "test/sampled99/ndcg@10", "test/sampled99/hr@10"],
     "losses": ["test/ndcg@10", "test/hr@10", "val/ndcg@10"],
-    "encoders": ["test/ndcg@10", "test/hr@10", "val/ndcg@10"],
+    "encoders": ["test/ndcg@10", "test/hr@10", "test/sampled99/ndcg@10", "test/sampled99/hr@10"],
     "ctr": ["test/auc", "test/logloss"],
 }
 
@@ -30,8 +30,14 @@ def main() -> None:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/two_tower_ml100k")
     for section, keys in METRICS.items():
         groups: dict[str, list[dict]] = defaultdict(list)
-        for path in sorted((out / section).glob("*/results.json")):
-            groups[path.parent.name.rsplit("-", 1)[0]].append(json.loads(path.read_text()))
+        paths = sorted((out / section).glob("*/results.json"))
+        if section == "losses":  # the in-batch softmax + logQ row is main's random811 run
+            paths += sorted((out / "main").glob("random811-*/results.json"))
+        for path in paths:
+            name = path.parent.name.rsplit("-", 1)[0]
+            if section == "losses" and name == "random811":
+                name = "in_batch_logq"
+            groups[name].append(json.loads(path.read_text()))
         if not groups:
             continue
         print(f"\n{section}")
