@@ -267,8 +267,10 @@ class TopKWriter(BasePredictionWriter):
 class HardNegativeMiner(Callback):
     """Refreshes the DataModule's hard-negative pool at the end of every `every_n_epochs`-th
     training epoch: each user's `pool_size` highest-scored items that are not training positives,
-    under the model as it is then. With `negative_distribution: hard`, the next epochs draw their
-    negatives uniformly from that pool (the first epoch, before any pool, draws uniformly).
+    under the model as it is then, after skipping the `skip_top` highest (the very top of a small
+    catalogue holds the user's held-out items: false negatives). With
+    `negative_distribution: hard`, the next epochs draw their negatives uniformly from that pool
+    (the first epoch, before any pool, draws uniformly).
 
     Each process scores its share of the users; the pools are gathered so every process holds the
     same [U, K] table. Works with any model whose `score(EvalBatch)` ranks the catalogue.
@@ -276,11 +278,13 @@ class HardNegativeMiner(Callback):
 
     mines_hard_negatives = True
 
-    def __init__(self, pool_size: int = 50, every_n_epochs: int = 1, batch_size: int = 512) -> None:
-        if pool_size < 1 or every_n_epochs < 1 or batch_size < 1:
-            raise ValueError("pool_size, every_n_epochs and batch_size must be >= 1, got "
-                             f"{pool_size}, {every_n_epochs}, {batch_size}")
+    def __init__(self, pool_size: int = 50, every_n_epochs: int = 1, batch_size: int = 512,
+                 skip_top: int = 0) -> None:
+        if pool_size < 1 or every_n_epochs < 1 or batch_size < 1 or skip_top < 0:
+            raise ValueError("pool_size, every_n_epochs and batch_size must be >= 1 and skip_top "
+                             f">= 0, got {pool_size}, {every_n_epochs}, {batch_size}, {skip_top}")
         self.pool_size, self.every_n_epochs, self.batch_size = pool_size, every_n_epochs, batch_size
+        self.skip_top = skip_top
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs:
@@ -292,10 +296,12 @@ class HardNegativeMiner(Callback):
     @torch.no_grad()
     def mine(self, model: LightningModule, datamodule: Any, world_size: int, rank: int
              ) -> np.ndarray:
-        """[U, K] item indices: each user's top-K scored items outside the training positives."""
+        """[U, K] item indices: each user's scored items of ranks skip_top .. skip_top + K - 1
+        outside the training positives."""
         dataset = datamodule.scoring_dataset()
         sampler = EvalShardSampler(len(dataset), self.batch_size, world_size, rank)
-        k = min(self.pool_size, model.num_items)
+        top = min(self.skip_top + self.pool_size, model.num_items)
+        k = top - min(self.skip_top, top - 1)  # the pool keeps >= 1 item
         was_training = model.training
         model.eval()
         start = getattr(model, "_start_eval_epoch", None)
@@ -307,7 +313,7 @@ class HardNegativeMiner(Callback):
                 batch = move_data_to_device(dataset[rows], model.device)
                 scores = model.score(batch).float()  # [B, I]
                 scores[batch.seen[0], batch.seen[1]] = float("-inf")
-                tops.append(scores.topk(k, dim=1).indices)  # [B, K]
+                tops.append(scores.topk(top, dim=1).indices[:, top - k :])  # [B, K]
         finally:
             end = getattr(model, "_end_eval_epoch", None)
             if end is not None:

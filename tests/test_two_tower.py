@@ -208,6 +208,12 @@ def test_hard_negative_miner_pools_the_top_scored_non_positives() -> None:
             scores = m.score(batch)[0].numpy()
             scores[train[user].indices] = -np.inf
             assert set(pool[user]) == set(np.argsort(-scores)[:7])
+    skipped = HardNegativeMiner(pool_size=7, skip_top=3).mine(m, dm, world_size=1, rank=0)
+    with torch.no_grad():
+        for user in (0, 942):
+            scores = m.score(dm.scoring_dataset()[np.array([user])])[0].numpy()
+            scores[train[user].indices] = -np.inf
+            assert set(skipped[user]) == set(np.argsort(-scores)[3:10])
     hard = TwoTowerDataModule(dataset="ml-100k", split="random", **FIELDS, num_negatives=5,
                               negative_distribution="hard", batch_size=256)
     hard.set_hard_negatives(pool)
