@@ -270,7 +270,10 @@ class HardNegativeMiner(Callback):
     under the model as it is then, after skipping the `skip_top` highest (the very top of a small
     catalogue holds the user's held-out items: false negatives). With
     `negative_distribution: hard`, the next epochs draw their negatives uniformly from that pool
-    (the first epoch, before any pool, draws uniformly).
+    (the first epoch, before any pool, draws uniformly). `uniform_share` mixes easy negatives in:
+    that share of each user's pool is filled with items drawn uniformly (afresh at every refresh;
+    a draw that is a positive is redrawn by the sampler), so a negative is hard with probability
+    1 - uniform_share.
 
     Each process scores its share of the users; the pools are gathered so every process holds the
     same [U, K] table. Works with any model whose `score(EvalBatch)` ranks the catalogue.
@@ -279,19 +282,33 @@ class HardNegativeMiner(Callback):
     mines_hard_negatives = True
 
     def __init__(self, pool_size: int = 50, every_n_epochs: int = 1, batch_size: int = 512,
-                 skip_top: int = 0) -> None:
+                 skip_top: int = 0, uniform_share: float = 0.0) -> None:
         if pool_size < 1 or every_n_epochs < 1 or batch_size < 1 or skip_top < 0:
             raise ValueError("pool_size, every_n_epochs and batch_size must be >= 1 and skip_top "
                              f">= 0, got {pool_size}, {every_n_epochs}, {batch_size}, {skip_top}")
+        if not 0.0 <= uniform_share < 1.0:
+            raise ValueError(f"uniform_share must be in [0, 1), got {uniform_share}")
         self.pool_size, self.every_n_epochs, self.batch_size = pool_size, every_n_epochs, batch_size
-        self.skip_top = skip_top
+        self.skip_top, self.uniform_share = skip_top, uniform_share
+        self._refreshes = 0
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         datamodule = trainer.datamodule
         pool = self.mine(pl_module, datamodule, trainer.world_size, trainer.global_rank)
-        datamodule.set_hard_negatives(pool)
+        datamodule.set_hard_negatives(self.mix(pool, pl_module.num_items))
+
+    def mix(self, pool: np.ndarray, num_items: int) -> np.ndarray:
+        """Hard pool [U, K] -> [U, K + R] with R uniform items, R / (K + R) ~ uniform_share;
+        the same draws on every process (seeded by the global seed and the refresh count)."""
+        self._refreshes += 1
+        extra = round(pool.shape[1] * self.uniform_share / (1.0 - self.uniform_share))
+        if extra == 0:
+            return pool
+        rng = np.random.default_rng([int(os.environ.get("PL_GLOBAL_SEED", 0)), self._refreshes])
+        easy = rng.integers(0, num_items, size=(len(pool), extra))  # [U, R]
+        return np.concatenate([pool, easy], axis=1)
 
     @torch.no_grad()
     def mine(self, model: LightningModule, datamodule: Any, world_size: int, rank: int

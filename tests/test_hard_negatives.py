@@ -26,3 +26,13 @@ def test_mf_trains_on_hard_negatives_from_the_previous_epoch() -> None:
     assert all(set(negatives[r]) <= set(pool[users[r]]) for r in range(len(users)))
     train = dm.train.binary_csr()
     assert not train[np.repeat(users, 3), negatives.reshape(-1)].any()
+
+
+def test_uniform_share_mixes_easy_negatives_into_the_pool() -> None:
+    miner = HardNegativeMiner(pool_size=10, uniform_share=0.75)
+    hard = np.tile(np.arange(10), (5, 1))  # [U, 10] all from items 0..9
+    pool = miner.mix(hard, num_items=1000)
+    assert pool.shape == (5, 40) and (pool[:, :10] == hard).all()  # 30 easy: 3 in 4 draws
+    assert (pool[:, 10:] >= 10).mean() > 0.9  # drawn from the whole catalogue
+    again = HardNegativeMiner(pool_size=10, uniform_share=0.75).mix(hard, num_items=1000)
+    assert (again == pool).all()  # the same on every process
