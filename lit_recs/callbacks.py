@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, EarlyStopping, Mod
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import move_data_to_device, rank_zero_only, rank_zero_warn
 
+from lit_recs.data.datamodules import global_seed
 from lit_recs.data.sampling import EvalShardSampler
 from lit_recs.runtime import release_free_heap
 
@@ -306,7 +307,7 @@ class HardNegativeMiner(Callback):
         extra = round(pool.shape[1] * self.uniform_share / (1.0 - self.uniform_share))
         if extra == 0:
             return pool
-        rng = np.random.default_rng([int(os.environ.get("PL_GLOBAL_SEED", 0)), self._refreshes])
+        rng = np.random.default_rng([global_seed(0), self._refreshes])
         easy = rng.integers(0, num_items, size=(len(pool), extra))  # [U, R]
         return np.concatenate([pool, easy], axis=1)
 

@@ -22,7 +22,7 @@ import warnings
 
 import lightning
 import torch
-from clock import EpochClock  # experiments/benchmarks/clock.py
+from clock import EpochClock, timed_fit  # experiments/benchmarks/clock.py
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from lit_recs.data.datamodules import NegativeSamplingDataModule
@@ -37,10 +37,9 @@ def build(dm: NegativeSamplingDataModule, lr: float, dropout: float) -> NeuMF:
                  optimizer=lambda p: torch.optim.Adam(p, lr=lr, foreach=True))
 
 
-def trainer(max_epochs: int, callbacks: list, root: str, validate: bool) -> lightning.Trainer:
+def trainer(max_epochs: int, callbacks: list, root: str) -> lightning.Trainer:
     return lightning.Trainer(max_epochs=max_epochs, logger=False, enable_progress_bar=False,
-                             enable_model_summary=False, enable_checkpointing=validate,
-                             limit_val_batches=1.0 if validate else 0, num_sanity_val_steps=0,
+                             enable_model_summary=False, num_sanity_val_steps=0,
                              use_distributed_sampler=False, callbacks=callbacks,
                              default_root_dir=root, accelerator="cpu")
 
@@ -64,11 +63,8 @@ def main() -> None:
     for n in args.negatives:
         dm = NegativeSamplingDataModule(dataset="ml-100k", split="loo", num_negatives=n,
                                         batch_size=args.batch_size)
-        clock = EpochClock()
-        with tempfile.TemporaryDirectory() as root:
-            model = build(dm, args.lr, args.dropout)
-            trainer(6, [clock], root, validate=False).fit(model, datamodule=dm)
-        epoch = statistics.median(clock.epoch_s[1:])
+        epoch_s, _ = timed_fit(build(dm, args.lr, args.dropout), dm, 6)
+        epoch = statistics.median(epoch_s[1:])
         print(f"{n} negatives: {epoch:.3f} s/epoch, {len(dm.train) / epoch:,.0f} positives/s, "
               f"{RECBOLE_EPOCH_S / epoch:.1f}x RecBole's {RECBOLE_EPOCH_S} s", flush=True)
         if args.epochs_only:
@@ -77,7 +73,7 @@ def main() -> None:
         ckpt = ModelCheckpoint(monitor="val/ndcg@10", mode="max", filename="best")
         stop = EarlyStopping(monitor="val/ndcg@10", mode="max", patience=args.patience)
         with tempfile.TemporaryDirectory() as root:
-            t = trainer(args.max_epochs, [clock, ckpt, stop], root, validate=True)
+            t = trainer(args.max_epochs, [clock, ckpt, stop], root)
             model = build(dm, args.lr, args.dropout)
             t.fit(model, datamodule=dm)
             best_epoch = int(torch.load(ckpt.best_model_path, weights_only=False)["epoch"])

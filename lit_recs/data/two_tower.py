@@ -52,7 +52,12 @@ class Histories:
         self.indptr, self.flat = train.sequences()  # [U + 1], [n]
         self.position = np.empty(len(train), np.int64)  # training row -> place in `flat`
         self.position[order] = np.arange(len(train))
-        self._times = None if train.timestamps is None else train.timestamps[order]  # [n]
+        self._keys: np.ndarray | None = None  # [n] (user, time) keys, sorted; None: no times
+        if train.timestamps is not None:
+            times = train.timestamps[order]  # [n]
+            self._lo = int(times.min(initial=0))
+            self._span = int(times.max(initial=0)) - self._lo + 2  # offsets 1 .. span - 1
+            self._keys = train.users[order] * self._span + (times - self._lo + 1)
 
     def _tokens(self, users: np.ndarray, end: np.ndarray) -> np.ndarray:
         start = np.maximum(self.indptr[users], end - self.length)  # [B]
@@ -64,14 +69,11 @@ class Histories:
 
     def before(self, users: np.ndarray, timestamps: np.ndarray | None) -> np.ndarray:
         """(user, time) [B] -> the user's training items strictly before that time."""
-        if self._times is None or timestamps is None:
+        if self._keys is None or timestamps is None:
             raise ValueError("histories of held-out rows need timestamps: the data has none "
                              "(set history_length: 0)")
-        lo = min(int(self._times.min(initial=0)), int(timestamps.min(initial=0)))
-        span = max(int(self._times.max(initial=0)), int(timestamps.max(initial=0))) - lo + 1
-        keys = np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr)) * span + \
-            (self._times - lo)  # [n], sorted: by user, then time
-        end = np.searchsorted(keys, users * span + (timestamps - lo), side="left")  # [B]
+        offset = np.clip(timestamps - self._lo + 1, 0, self._span)  # 0: before every item
+        end = np.searchsorted(self._keys, users * self._span + offset, side="left")  # [B]
         return self._tokens(users, end)
 
 

@@ -30,9 +30,22 @@ from lit_recs import losses
 from lit_recs.data.batches import EvalBatch, TowerBatch
 from lit_recs.data.fields import FeatureTables
 from lit_recs.models.features import FeatureModule, Side
-from lit_recs.nn.towers import HistoryEncoder, HistoryKind, Similarity, Tower, pool_fields
+from lit_recs.nn.towers import (
+    HistoryEncoder,
+    HistoryKind,
+    Similarity,
+    Tower,
+    pool_fields,
+)
+from lit_recs.nn.towers import similarity as similarity_matrix
 
 Loss = Literal["bce", "bpr", "hinge", "sampled_softmax", "in_batch_softmax"]
+
+
+def _all_gather_cat(x: Tensor) -> Tensor:
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -41,10 +54,8 @@ class _GatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor) -> Tensor:
-        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, x.contiguous())
         ctx.rows, ctx.rank = len(x), dist.get_rank()
-        return torch.cat(parts)
+        return _all_gather_cat(x)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
@@ -53,16 +64,13 @@ class _GatherWithGrad(torch.autograd.Function):
         return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
 
 
-def gather_rows(x: Tensor, with_grad: bool) -> tuple[Tensor, int]:
+def gather_across_processes(x: Tensor, with_grad: bool) -> tuple[Tensor, int]:
     """Rows of every process, concatenated in rank order, and this process's rank (one process:
     x itself, 0). Every process must pass the same number of rows."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x, 0
-    if with_grad:
-        return _GatherWithGrad.apply(x), dist.get_rank()
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts), dist.get_rank()
+    gathered = _GatherWithGrad.apply(x) if with_grad else _all_gather_cat(x)
+    return gathered, dist.get_rank()
 
 
 class TwoTower(FeatureModule):
@@ -215,16 +223,9 @@ class TwoTower(FeatureModule):
 
     def scores(self, user: Tensor, item: Tensor) -> Tensor:
         """user [B, D], item [B, ..., D] (the same rows) -> [B, ...] scaled similarities."""
-        if self.similarity == "cosine":
-            user, item = F.normalize(user, dim=-1), F.normalize(item, dim=-1)
+        user, item = self._ranking_vectors(user), self._ranking_vectors(item)
         shape = (len(user),) + (1,) * (item.dim() - 2) + (user.shape[-1],)
         return (user.view(shape) * item).sum(-1) / self.temperature
-
-    def _score_matrix(self, user: Tensor, items: Tensor) -> Tensor:
-        """user [B, D] x candidates [C, D] -> [B, C]."""
-        if self.similarity == "cosine":
-            user, items = F.normalize(user, dim=-1), F.normalize(items, dim=-1)
-        return user @ items.T / self.temperature
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, batch: TowerBatch) -> Tensor:
@@ -254,14 +255,16 @@ class TwoTower(FeatureModule):
         pos_v, neg_v, hist_v = self._items_once(batch.items, extra,
                                                 self._history_ids(batch.history))
         user = self.user_vectors(batch.users, batch.history, self._ranking_vectors(hist_v))
-        gather = self.gather_negatives
-        pos_all, rank = gather_rows(pos_v, True) if gather else (pos_v, 0)  # [W B, D]
-        pos_ids = gather_rows(batch.items, False)[0] if gather else batch.items  # [W B]
-        neg_all = gather_rows(neg_v, True)[0] if gather else neg_v  # [W M, D]
-        neg_ids = gather_rows(extra, False)[0] if gather else extra  # [W M]
-        candidates = torch.cat([pos_all, neg_all])  # [C, D]
+        rank = 0
+        if self.gather_negatives:  # every process's candidates: [W B, D], [W B], [W M, D], [W M]
+            (pos_v, rank), (neg_v, _) = (gather_across_processes(v, True) for v in (pos_v, neg_v))
+            pos_ids, neg_ids = (gather_across_processes(i, False)[0] for i in (batch.items, extra))
+        else:
+            pos_ids, neg_ids = batch.items, extra
+        candidates = torch.cat([pos_v, neg_v])  # [C, D]
         ids = torch.cat([pos_ids, neg_ids])  # [C]
-        logits = self._score_matrix(user, candidates) + self.bias  # [B, C]; the bias cancels
+        logits = similarity_matrix(user, candidates, self.similarity, self.temperature)  # [B, C]
+        logits = logits + self.bias  # cancels in the softmax
         targets = rank * len(batch) + torch.arange(len(batch), device=logits.device)  # [B]
         log_q = self._log_q(ids, len(pos_ids), len(neg_ids)) if self.logq_correction else None
         return losses.in_batch_softmax(logits, targets, batch.items, ids, log_q)
@@ -298,9 +301,7 @@ class TwoTower(FeatureModule):
         history = batch.sequences if self.history_encoder is not None else None
         hist_v = None if history is None else self.item_part()[1][self._history_ids(history)]
         user = self.user_vectors(batch.users, history, hist_v)
-        if self.similarity == "cosine":
-            user = F.normalize(user, dim=-1)
-        return user / self.temperature
+        return self._ranking_vectors(user) / self.temperature
 
     def score(self, batch: EvalBatch) -> Tensor:
         return self.user_part(batch) @ self.item_part()[1].T  # [B, I]
