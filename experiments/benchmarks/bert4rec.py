@@ -3,7 +3,8 @@ memory and test metrics, with the reference system's sizes and seen-item masking
 
     LIT_RECS_DATA=../shared/datasets python experiments/benchmarks/bert4rec.py [--seed 42]
         [--max-epochs 400 --patience 20] [--mask-seen] [--device cpu|cuda] [--precision 32|bf16-mixed]
-        [--mask-prob 0.2 --last-only 0.0 --stride 50 --dropout 0.1 --batch-size 128]
+        [--mask-prob 0.2 [--mask-replace] --last-only 0.0 --stride 50 --dropout 0.1 --batch-size 128]
+        [--lr 1e-3 --weight-decay 0 --plateau 0 --plateau-patience 5] [--threads N]
         [--synthetic-items 0 --sampled 0]
 
 The reference (RecBole 1.2.1 on this machine, PROTOCOLS.md): 2 layers, 2 heads, hidden 64, L = 50,
@@ -57,6 +58,23 @@ class Clock(lightning.Callback):
         self.epoch_s.append(time.perf_counter() - self._t0)
 
 
+def optimizer(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if weight_decay > 0:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.Adam(params, lr=lr)
+
+
+def plateau(factor: float, patience: int):
+    """ReduceLROnPlateau on validation NDCG@10 (None when factor is 0)."""
+    if factor <= 0:
+        return None
+
+    def make(opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=factor,
+                                                          patience=patience)
+    return make
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=42)
@@ -69,14 +87,23 @@ def main() -> None:
     ap.add_argument("--synthetic-users", type=int, default=20_000)
     ap.add_argument("--sampled", type=int, default=0, help="sampled-softmax negatives (0: full)")
     ap.add_argument("--mask-prob", type=float, default=0.2)
+    ap.add_argument("--mask-replace", action="store_true", help="BERT's 80/10/10 rule")
     ap.add_argument("--last-only", type=float, default=0.0, help="share of last-item-only masks")
     ap.add_argument("--stride", type=int, default=50, help="sliding-window stride (0: last L only)")
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--weight-decay", type=float, default=0.0, help="> 0: AdamW with this decay")
+    ap.add_argument("--plateau", type=float, default=0.0,
+                    help="> 0: ReduceLROnPlateau on validation NDCG@10 with this factor")
+    ap.add_argument("--plateau-patience", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*(LeafSpec|num_workers|does not have many).*")
     lightning.seed_everything(args.seed, verbose=False)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     if args.synthetic_items:
         data = Synthetic(num_users=args.synthetic_users, num_items=args.synthetic_items,
@@ -85,12 +112,14 @@ def main() -> None:
     else:
         data, name = "ml-100k", "ml-100k"
     dm = ClozeDataModule(dataset=data, max_len=50, mask_prob=args.mask_prob,
+                         mask_replace=args.mask_replace,
                          last_only_prob=args.last_only, window_stride=args.stride or None,
                          batch_size=args.batch_size, sampled_negatives=0)
     model = BERT4Rec(dm.num_users, dm.num_items, max_len=50, dim=64, layers=2, heads=2,
                      dropout=args.dropout, loss="sampled" if args.sampled else "full",
                      num_sampled=max(args.sampled, 1), mask_seen=args.mask_seen,
-                     optimizer=lambda p: torch.optim.Adam(p, lr=1e-3))
+                     optimizer=lambda p: optimizer(p, args.lr, args.weight_decay),
+                     lr_scheduler=plateau(args.plateau, args.plateau_patience))
     clock = Clock()
     ckpt = ModelCheckpoint(monitor="val/ndcg@10", mode="max", save_top_k=1,
                            dirpath=f"/tmp/lit_recs_bench_bert4rec_{os.getpid()}")
@@ -111,7 +140,8 @@ def main() -> None:
     print(f"{name}, seq-loo, seen items {'masked' if args.mask_seen else 'not masked'}, seed "
           f"{args.seed}: {dm.num_users} users, {dm.num_items} items, {len(dm.train)} training "
           f"interactions; mask_prob {args.mask_prob}, last-only share {args.last_only}, window "
-          f"stride {args.stride or None}, dropout {args.dropout}, batch {args.batch_size}")
+          f"stride {args.stride or None}, dropout {args.dropout}, batch {args.batch_size}, lr "
+          f"{args.lr}, weight decay {args.weight_decay}, plateau {args.plateau}")
     ref = dict(epochs="12", epoch_s="187", to_best="2,242 s", memory="4.6 GB",
                test="0.1135 / 0.0502")
     if args.synthetic_items:  # the reference figures are ML-100K's

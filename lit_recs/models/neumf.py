@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from lit_recs import losses
 from lit_recs.data.batches import EvalBatch, PairBatch
 from lit_recs.models.base import RecModule
+from lit_recs.nn.dropout import Dropout
 from lit_recs.nn.embedding import lookup
 
 
@@ -59,9 +60,9 @@ class NeuMFNet(nn.Module):
             self.first_item = nn.Linear(half, mlp_dims[1], bias=False)
             layers: list[nn.Module] = []
             for a, b in zip(mlp_dims[1:], mlp_dims[2:]):
-                layers += [nn.Dropout(dropout), nn.Linear(a, b), nn.ReLU()]
+                layers += [Dropout(dropout), nn.Linear(a, b), nn.ReLU()]
             self.mlp = nn.Sequential(*layers)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         width = max(gmf_dim, 0) + (mlp_dims[-1] if mlp_dims else 0)
         self.out = nn.Linear(width, 1)
         for emb in (m for m in self.modules() if isinstance(m, nn.Embedding)):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_recs.nn.dropout import Dropout
 from lit_recs.nn.transformer import TransformerBlock
 
 HistoryKind = Literal["none", "mean", "gru", "transformer"]
@@ -28,7 +29,7 @@ class MLP(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for width in hidden:
-            layers += [nn.Linear(in_dim, width), nn.ReLU(), nn.Dropout(dropout)]
+            layers += [nn.Linear(in_dim, width), nn.ReLU(), Dropout(dropout)]
             in_dim = width
         layers.append(nn.Linear(in_dim, out_dim))
         self.layers = nn.Sequential(*layers)
@@ -66,7 +67,7 @@ class Tower(nn.Module):
                                          .uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.zeros(width))
         self.extra = nn.Linear(extra_dim, width, bias=False) if extra_dim else None
-        self.rest = nn.Sequential(nn.ReLU(), nn.Dropout(dropout),
+        self.rest = nn.Sequential(nn.ReLU(), Dropout(dropout),
                                   MLP(width, hidden[1:], out_dim, dropout)) if hidden else None
 
     def forward(self, pooled: Tensor, fields: Tensor, extra: Tensor | None = None) -> Tensor:

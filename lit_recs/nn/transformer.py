@@ -6,7 +6,9 @@ A block is BERT's post-LN layer (Vaswani et al. 2017; Devlin et al. 2019; Sun et
     y = LayerNorm(h + Dropout(W_2 GELU(W_1 h + b_1) + b_2))
 
 Attention is torch's scaled_dot_product_attention with a key-padding mask (padded positions are
-never attended to); `causal=True` adds the left-to-right mask of unidirectional models.
+never attended to); `causal=True` adds the left-to-right mask of unidirectional models. Training on
+the CPU with dropout, the same maths is written out so that the attention weights take
+`lit_recs.nn.dropout`'s cheaper mask (torch's CPU attention dropout doubled its cost).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from lit_recs.nn.dropout import Dropout, dropout
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -37,9 +41,18 @@ class MultiHeadSelfAttention(nn.Module):
             # a padded query may have no key left: let it see itself (its output is unused, but a
             # NaN row would reach the valid positions through the next layer's values)
             mask = mask | torch.eye(n, dtype=torch.bool, device=x.device)
-        attended = F.scaled_dot_product_attention(  # [B, H, L, D / H]
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        attended = attention(q, k, v, mask, self.dropout if self.training else 0.0)  # [B, H, L, D/H]
         return self.out(attended.transpose(1, 2).reshape(b, n, d))
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, p: float) -> Tensor:
+    """softmax(q k^T / sqrt(d) where mask, else -inf) v with dropout p on the weights.
+    q, k, v [B, H, L, d], mask broadcastable to [B, H, L, L] (True = may attend) -> [B, H, L, d]."""
+    if p == 0.0 or q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # [B, H, L, L]
+    weights = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+    return dropout(weights, p) @ v
 
 
 class TransformerBlock(nn.Module):
@@ -52,7 +65,7 @@ class TransformerBlock(nn.Module):
         self.ff = nn.Sequential(nn.Linear(dim, ff_dim or 4 * dim), nn.GELU(),
                                 nn.Linear(ff_dim or 4 * dim, dim))
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor, keep: Tensor, causal: bool = False) -> Tensor:
         """x [B, L, D], keep [B, L] bool -> [B, L, D]."""
@@ -93,7 +106,7 @@ class SequenceEncoder(nn.Module):
         with torch.no_grad():
             self.tokens.weight[0].zero_()
         self.norm = nn.LayerNorm(dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.blocks = nn.ModuleList(TransformerBlock(dim, heads, ff_dim, dropout)
                                     for _ in range(layers))
 
