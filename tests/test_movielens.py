@@ -16,6 +16,7 @@ import pytest
 
 from lit_recs.data.datasets import download
 from lit_recs.data.datasets import movielens as ml
+from lit_recs.data.datasets.delimited import Col, read_table
 from lit_recs.data.datasets.movielens import ChecksumError, DownloadError, MovieLens
 
 REPO = Path(__file__).resolve().parents[1]
@@ -470,4 +471,4 @@ def test_malformed_ml20m(tmp_path):
 def test_missing_file_during_parse_names_path(tmp_path):
     folder = _copy(FIXTURES / "ml-1m", tmp_path, "ml-1m")
     with pytest.raises(FileNotFoundError, match=str(folder / "nope.dat")):
-        ml._read_table(folder / "nope.dat", [ml._Col("x", ml.pl.Int64)], "::")
+        read_table(folder / "nope.dat", [Col("x", ml.pl.Int64)], "::")

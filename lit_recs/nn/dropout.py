@@ -11,6 +11,8 @@ fast) and in evaluation, this is `torch.nn.functional.dropout`.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -23,9 +25,7 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devic
     """A bool mask of `shape` keeping each element with probability 1 - t / 65536 (t = round(p
     65536)), and the scale 65536 / (65536 - t) that keeps the kept elements' expectation."""
     threshold = round(p * _LEVELS)
-    numel = 1
-    for n in shape:
-        numel *= n
+    numel = math.prod(shape)
     words = torch.randint(-(1 << 63), (1 << 63) - 1, ((numel + 3) // 4,), dtype=torch.int64,
                           device=device)  # [ceil(n / 4)] uniform 64-bit words
     slices = words.view(torch.int16)[:numel]  # [n] uniform in [-32768, 32767]

@@ -16,19 +16,16 @@ independent projects pin for the same archives. Both are checked after a downloa
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import logging
 import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from lit_recs.data.datasets.base import DataSource
+from lit_recs.data.datasets.delimited import Col, read_table
 from lit_recs.data.datasets.download import (  # noqa: F401  (DOWNLOAD_TIMEOUT_S: re-exported)
     DOWNLOAD_TIMEOUT_S,
     ChecksumError,
@@ -108,13 +105,6 @@ def user_cache_dir() -> Path:
     """`$XDG_CACHE_HOME/lit_recs`, default `~/.cache/lit_recs`."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base).expanduser() / "lit_recs"
-
-
-@dataclass(frozen=True)
-class _Col:
-    name: str
-    dtype: type[pl.DataType] | pl.DataType
-    required: bool = True
 
 
 class MovieLens(DataSource):
@@ -238,111 +228,6 @@ def _verify_files(name: str, folder: Path) -> None:
 
 
 # ====================================================================== parsing
-def _read_table(
-    path: Path,
-    cols: list[_Col],
-    sep: str,
-    *,
-    header: tuple[str, ...] | None = None,
-    encoding: str = "utf-8",
-    quoted: bool = False,
-) -> pl.DataFrame:
-    """Read a delimited file with an explicit schema; bad lines raise ValueError naming them.
-
-    Adds `_line` (1-based line number in the file); blank lines are dropped.
-    """
-    if not path.is_file():
-        raise FileNotFoundError(f"MovieLens file not found: {path}")
-    one_char = len(sep) == 1
-    if one_char and encoding.lower().replace("-", "") in ("utf8", "ascii"):
-        source: Path | io.BytesIO = path  # polars reads (memory-maps) the file itself
-    else:
-        data = path.read_bytes()
-        if not one_char:
-            data = data.replace(sep.encode("ascii"), b"\x1f")
-        if encoding.lower().replace("-", "") not in ("utf8", "ascii"):
-            data = data.decode(encoding).encode("utf-8")
-        source = io.BytesIO(data)
-    psep = sep if one_char else "\x1f"
-    names = [c.name for c in cols]
-    first = 1
-    if header is not None:
-        _check_header(path, header, sep, encoding)
-        first = 2
-    try:
-        df = pl.read_csv(
-            source,
-            has_header=False,
-            skip_rows=first - 1,
-            separator=psep,
-            quote_char='"' if quoted else None,
-            schema={c.name: c.dtype for c in cols},
-        )
-    except pl.exceptions.PolarsError as err:
-        if isinstance(source, io.BytesIO):
-            source.seek(0)
-            text = source.read().decode("utf-8")
-        else:
-            text = path.read_text(encoding=encoding)
-        _diagnose(path, text, cols, psep, sep, first, quoted)
-        raise ValueError(f"cannot parse {path} as {sep!r}-separated {names}: {err}") from err
-    df = df.with_row_index("_line", offset=first).with_columns(pl.col("_line").cast(pl.Int64))
-    df = df.filter(~pl.all_horizontal([pl.col(n).is_null() for n in names]))
-    for c in cols:
-        if c.required:
-            bad = df.filter(pl.col(c.name).is_null())
-            if len(bad):
-                raise ValueError(
-                    f"{path}, line {bad['_line'][0]}: missing value in column "
-                    f"'{c.name}' (expected {len(cols)} {sep!r}-separated fields: "
-                    f"{', '.join(names)})"
-                )
-    return df
-
-
-def _check_header(path: Path, header: tuple[str, ...], sep: str, encoding: str) -> None:
-    with open(path, encoding=encoding, newline="") as f:
-        got = f.readline().rstrip("\r\n")
-    if [h.strip() for h in got.split(sep)] != list(header):
-        raise ValueError(
-            f"{path}, line 1: expected the header {sep.join(header)!r}, found {got[:200]!r}"
-        )
-
-
-_INT = re.compile(r"[+-]?\d+")
-
-
-def _diagnose(
-    path: Path, text: str, cols: list[_Col], psep: str, sep: str, first: int, quoted: bool
-) -> None:
-    """Find the first line that does not fit `cols` and raise a ValueError that names it."""
-    quoting = csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE
-    reader = csv.reader(io.StringIO(text), delimiter=psep, quoting=quoting, strict=quoted)
-    for lineno, row in enumerate(reader, start=1):
-        if lineno < first or not row:
-            continue
-        where = f"{path}, line {lineno}"
-        if len(row) != len(cols):
-            shown = sep.join(row)
-            raise ValueError(
-                f"{where}: expected {len(cols)} {sep!r}-separated fields "
-                f"({', '.join(c.name for c in cols)}), found {len(row)}: "
-                f"{shown[:200]!r}"
-            )
-        for c, value in zip(cols, row, strict=True):
-            if value == "":
-                continue
-            if c.dtype in (pl.Int8, pl.Int16, pl.Int32, pl.Int64) and not _INT.fullmatch(value):
-                raise ValueError(f"{where}: column '{c.name}' must be an integer, found {value!r}")
-            if c.dtype in (pl.Float32, pl.Float64):
-                try:
-                    float(value)
-                except ValueError:
-                    raise ValueError(
-                        f"{where}: column '{c.name}' must be a number, found {value!r}"
-                    ) from None
-
-
 def _check_ratings(df: pl.DataFrame, path: Path) -> pl.DataFrame:
     """Ratings must be finite and >= 0, timestamps >= 0; returns the four rating columns."""
     checks = [
@@ -370,12 +255,12 @@ def _year_from_title(title: pl.Expr) -> pl.Expr:
     return title.str.extract(_YEAR_IN_TITLE, 1).cast(pl.Int32, strict=False)
 
 
-def _ratings_cols(rating_dtype: type[pl.DataType] = pl.Float32) -> list[_Col]:
+def _ratings_cols(rating_dtype: type[pl.DataType] = pl.Float32) -> list[Col]:
     return [
-        _Col("user_id", pl.Int64),
-        _Col("item_id", pl.Int64),
-        _Col("rating", rating_dtype),
-        _Col("timestamp", pl.Int64),
+        Col("user_id", pl.Int64),
+        Col("item_id", pl.Int64),
+        Col("rating", rating_dtype),
+        Col("timestamp", pl.Int64),
     ]
 
 
@@ -392,7 +277,7 @@ def _read_ratings(
                 return df
         except Exception as err:  # a corrupt cache is just re-built
             log.debug("ignoring unreadable cache %s: %s", cache, err)
-    df = _check_ratings(_read_table(path, _ratings_cols(), sep, header=header), path)
+    df = _check_ratings(read_table(path, _ratings_cols(), sep, header=header), path)
     if cache is not None:
         _write_cache(df, cache)
     return df
@@ -435,21 +320,21 @@ _Parsed = tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]
 def _parse_100k(folder: Path) -> _Parsed:
     ratings = _read_ratings(folder, "u.data", "\t", None)
     users_path = folder / "u.user"
-    users = _read_table(
+    users = read_table(
         users_path,
         [
-            _Col("user_id", pl.Int64),
-            _Col("age", pl.Int32),
-            _Col("gender", pl.String),
-            _Col("occupation", pl.String),
-            _Col("zip", pl.String, required=False),
+            Col("user_id", pl.Int64),
+            Col("age", pl.Int32),
+            Col("gender", pl.String),
+            Col("occupation", pl.String),
+            Col("zip", pl.String, required=False),
         ],
         "|",
     )
     users = _check_unique(users, "user_id", users_path)
 
     genre_path = folder / "u.genre"
-    genre_df = _read_table(genre_path, [_Col("genre", pl.String), _Col("index", pl.Int64)], "|")
+    genre_df = read_table(genre_path, [Col("genre", pl.String), Col("index", pl.Int64)], "|")
     genre_df = genre_df.sort("index")
     if genre_df["index"].to_list() != list(range(len(genre_df))):
         raise ValueError(
@@ -459,16 +344,16 @@ def _parse_100k(folder: Path) -> _Parsed:
     genres = genre_df["genre"].to_list()
     flags = [f"_g{i}" for i in range(len(genres))]
     items_path = folder / "u.item"
-    items = _read_table(
+    items = read_table(
         items_path,
         [
-            _Col("item_id", pl.Int64),
-            _Col("title", pl.String),
-            _Col("release_date", pl.String, required=False),
-            _Col("video_release_date", pl.String, required=False),
-            _Col("url", pl.String, required=False),
+            Col("item_id", pl.Int64),
+            Col("title", pl.String),
+            Col("release_date", pl.String, required=False),
+            Col("video_release_date", pl.String, required=False),
+            Col("url", pl.String, required=False),
         ]
-        + [_Col(f, pl.Int8) for f in flags],
+        + [Col(f, pl.Int8) for f in flags],
         "|",
         encoding="latin-1",
     )
@@ -492,14 +377,14 @@ def _parse_100k(folder: Path) -> _Parsed:
 def _parse_1m(folder: Path) -> _Parsed:
     ratings = _read_ratings(folder, "ratings.dat", "::", None)
     users_path = folder / "users.dat"
-    users = _read_table(
+    users = read_table(
         users_path,
         [
-            _Col("user_id", pl.Int64),
-            _Col("gender", pl.String),
-            _Col("age", pl.Int32),
-            _Col("occupation", pl.Int64),
-            _Col("zip", pl.String, required=False),
+            Col("user_id", pl.Int64),
+            Col("gender", pl.String),
+            Col("age", pl.Int32),
+            Col("occupation", pl.Int64),
+            Col("zip", pl.String, required=False),
         ],
         "::",
     )
@@ -521,12 +406,12 @@ def _parse_1m(folder: Path) -> _Parsed:
     )
     users = _check_unique(users, "user_id", users_path)
     items_path = folder / "movies.dat"
-    items = _read_table(
+    items = read_table(
         items_path,
         [
-            _Col("item_id", pl.Int64),
-            _Col("title", pl.String),
-            _Col("genres", pl.String, required=False),
+            Col("item_id", pl.Int64),
+            Col("title", pl.String),
+            Col("genres", pl.String, required=False),
         ],
         "::",
         encoding="latin-1",
@@ -539,12 +424,12 @@ def _parse_20m(folder: Path) -> _Parsed:
         folder, "ratings.csv", ",", ("userId", "movieId", "rating", "timestamp")
     )
     items_path = folder / "movies.csv"
-    items = _read_table(
+    items = read_table(
         items_path,
         [
-            _Col("item_id", pl.Int64),
-            _Col("title", pl.String),
-            _Col("genres", pl.String, required=False),
+            Col("item_id", pl.Int64),
+            Col("title", pl.String),
+            Col("genres", pl.String, required=False),
         ],
         ",",
         header=("movieId", "title", "genres"),
