@@ -51,6 +51,30 @@ def test_chunked_catalogue_scores_match_the_formulas(gmf, mlp) -> None:
                                    expected.gather(1, items))
 
 
+def test_training_batch_larger_than_the_tables_gives_the_same_loss_and_gradients() -> None:
+    """More pairs than items / users: the first MLP layer projects the tables once and indexes
+    them (nn.embedding.projected_lookup); values and gradients equal the per-pair formulas."""
+    torch.manual_seed(0)
+    net = NeuMFNet(7, 5, gmf_dim=3, mlp_dims=(8, 6, 4)).double()
+    users = torch.randint(0, 7, (12,))
+    items = torch.randint(0, 5, (12, 3))  # 36 pairs > 5 items, 12 users > 7
+    small = [(users[k:k + 1], items[k:k + 1]) for k in range(12)]  # 3 pairs < 5 items each
+
+    def grads(pairs) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        net.zero_grad()
+        scores = torch.cat([net(u, i) for u, i in pairs])  # [12, 3]
+        (scores ** 2).sum().backward()
+        return scores.detach(), [p.grad.clone() for p in net.parameters()]
+
+    big_scores, big_grads = grads([(users, items)])
+    small_scores, small_grads = grads(small)
+    torch.testing.assert_close(big_scores, small_scores, rtol=1e-12, atol=1e-12)
+    for a, b in zip(big_grads, small_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(big_scores, brute_force(net, users, torch.arange(5)).gather(
+        1, items).detach(), rtol=1e-12, atol=1e-12)
+
+
 def test_pretrained_towers_are_copied_and_mixed(tmp_path) -> None:
     torch.manual_seed(1)
     gmf = NeuMF(5, 9, gmf_dim=4, mlp_dims=())
@@ -67,15 +91,19 @@ def test_pretrained_towers_are_copied_and_mixed(tmp_path) -> None:
         NeuMF(5, 9, gmf_dim=3, mlp_dims=(8, 6, 4), pretrained_gmf=str(tmp_path / "gmf.ckpt"))
 
 
-def test_neumf_learns_on_ml100k(tmp_path) -> None:
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_neumf_learns_on_ml100k(tmp_path, precision: str) -> None:
+    """Also under bf16 autocast on the CPU (the NeuMF benchmark's --precision bf16-mixed)."""
     dm = NegativeSamplingDataModule(dataset="ml-100k", split="loo", num_negatives=4)
     torch.manual_seed(0)
-    model = NeuMF(dm.num_users, dm.num_items, optimizer=lambda p: torch.optim.Adam(p, lr=0.003))
-    trainer = Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, default_root_dir=tmp_path,
+    model = NeuMF(dm.num_users, dm.num_items, dropout=0.1,
+                  optimizer=lambda p: torch.optim.Adam(p, lr=0.003))
+    trainer = Trainer(max_epochs=2, logger=False, enable_checkpointing=False, precision=precision,
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
                       use_distributed_sampler=False, num_sanity_val_steps=0)
     trainer.fit(model, datamodule=dm)
     assert float(trainer.callback_metrics["val/sampled99/hr@10"]) > 0.3  # random: 0.1
+    assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
 def test_needs_a_tower() -> None:

@@ -3,8 +3,9 @@ memory and test metrics, with the reference system's sizes and seen-item masking
 
     LIT_RECS_DATA=../shared/datasets python experiments/benchmarks/bert4rec.py [--seed 42]
         [--max-epochs 400 --patience 20] [--mask-seen] [--device cpu|cuda] [--precision 32|bf16-mixed]
-        [--mask-prob 0.2 [--mask-replace] --last-only 0.0 --stride 50 --dropout 0.1 --batch-size 128]
-        [--lr 1e-3 --weight-decay 0 --plateau 0 --plateau-patience 5] [--threads N]
+        [--mask-prob 0.2 [--mask-replace] --last-only 0.0 --stride 50]
+        [--dim 64 --heads 2 --dropout 0.1 --batch-size 128]
+        [--lr 1e-3 --weight-decay 0 --plateau 0 --plateau-patience 5 --decay 0] [--threads N]
         [--synthetic-items 0 --sampled 0]
 
 The reference (RecBole 1.2.1 on this machine, PROTOCOLS.md): 2 layers, 2 heads, hidden 64, L = 50,
@@ -75,6 +76,17 @@ def plateau(factor: float, patience: int):
     return make
 
 
+def linear_decay(epochs: int):
+    """The learning rate falls linearly to 1% of its start over `epochs` epochs (None when 0)."""
+    if epochs <= 0:
+        return None
+
+    def make(opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LinearLR:
+        return torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0, end_factor=0.01,
+                                                 total_iters=epochs)
+    return make
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=42)
@@ -90,6 +102,8 @@ def main() -> None:
     ap.add_argument("--mask-replace", action="store_true", help="BERT's 80/10/10 rule")
     ap.add_argument("--last-only", type=float, default=0.0, help="share of last-item-only masks")
     ap.add_argument("--stride", type=int, default=50, help="sliding-window stride (0: last L only)")
+    ap.add_argument("--dim", type=int, default=64, help="hidden size (the reference's: 64)")
+    ap.add_argument("--heads", type=int, default=2, help="attention heads (the reference's: 2)")
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -97,6 +111,8 @@ def main() -> None:
     ap.add_argument("--plateau", type=float, default=0.0,
                     help="> 0: ReduceLROnPlateau on validation NDCG@10 with this factor")
     ap.add_argument("--plateau-patience", type=int, default=5)
+    ap.add_argument("--decay", type=int, default=0,
+                    help="> 0: learning rate falls linearly to 1%% over this many epochs")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -115,11 +131,13 @@ def main() -> None:
                          mask_replace=args.mask_replace,
                          last_only_prob=args.last_only, window_stride=args.stride or None,
                          batch_size=args.batch_size, sampled_negatives=0)
-    model = BERT4Rec(dm.num_users, dm.num_items, max_len=50, dim=64, layers=2, heads=2,
+    model = BERT4Rec(dm.num_users, dm.num_items, max_len=50, dim=args.dim, layers=2,
+                     heads=args.heads,
                      dropout=args.dropout, loss="sampled" if args.sampled else "full",
                      num_sampled=max(args.sampled, 1), mask_seen=args.mask_seen,
                      optimizer=lambda p: optimizer(p, args.lr, args.weight_decay),
-                     lr_scheduler=plateau(args.plateau, args.plateau_patience))
+                     lr_scheduler=plateau(args.plateau, args.plateau_patience)
+                     or linear_decay(args.decay))
     clock = Clock()
     ckpt = ModelCheckpoint(monitor="val/ndcg@10", mode="max", save_top_k=1,
                            dirpath=f"/tmp/lit_recs_bench_bert4rec_{os.getpid()}")
@@ -139,9 +157,11 @@ def main() -> None:
     mean_epoch = sum(clock.epoch_s) / epochs
     print(f"{name}, seq-loo, seen items {'masked' if args.mask_seen else 'not masked'}, seed "
           f"{args.seed}: {dm.num_users} users, {dm.num_items} items, {len(dm.train)} training "
-          f"interactions; mask_prob {args.mask_prob}, last-only share {args.last_only}, window "
-          f"stride {args.stride or None}, dropout {args.dropout}, batch {args.batch_size}, lr "
-          f"{args.lr}, weight decay {args.weight_decay}, plateau {args.plateau}")
+          f"interactions; dim {args.dim}, heads {args.heads}, mask_prob {args.mask_prob}, "
+          f"last-only share {args.last_only}, window "
+          f"stride {args.stride or None}, dropout {args.dropout}, "
+          f"batch {args.batch_size}, lr "
+          f"{args.lr}, weight decay {args.weight_decay}, plateau {args.plateau}, decay {args.decay}")
     ref = dict(epochs="12", epoch_s="187", to_best="2,242 s", memory="4.6 GB",
                test="0.1135 / 0.0502")
     if args.synthetic_items:  # the reference figures are ML-100K's

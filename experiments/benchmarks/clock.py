@@ -18,7 +18,8 @@ class EpochClock(lightning.Callback):
         self.epoch_s.append(time.perf_counter() - self._t0)
 
 
-def timed_fit(model, datamodule, epochs: int) -> tuple[list[float], lightning.Trainer]:
+def timed_fit(model, datamodule, epochs: int, precision: str = "32-true"
+              ) -> tuple[list[float], lightning.Trainer]:
     """Fits `epochs` epochs on the CPU without validation, checkpoints or logs; returns each
     training epoch's seconds and the Trainer (validate with it afterwards if needed)."""
     clock = EpochClock()
@@ -26,6 +27,6 @@ def timed_fit(model, datamodule, epochs: int) -> tuple[list[float], lightning.Tr
                                 enable_progress_bar=False, enable_model_summary=False,
                                 limit_val_batches=0, num_sanity_val_steps=0,
                                 use_distributed_sampler=False, callbacks=[clock],
-                                accelerator="cpu")
+                                accelerator="cpu", precision=precision)
     trainer.fit(model, datamodule=datamodule)
     return clock.epoch_s, trainer

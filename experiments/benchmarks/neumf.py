@@ -4,7 +4,7 @@ NDCG@10, with RecBole 1.2.1's default NeuMF sizes (GMF 64 factors, MLP embedding
 
     LIT_RECS_DATA=../shared/datasets python experiments/benchmarks/neumf.py [--negatives 1 4]
         [--batch-size 2048] [--threads 2] [--dropout 0.1] [--max-epochs 100 --patience 10]
-        [--epochs-only]
+        [--precision 32-true | bf16-mixed] [--timed-epochs 11] [--epochs-only]
 
 Printed per number of negatives: the median training epoch (validation excluded) through
 Lightning's Trainer, rows (positives) per second, the ratio to RecBole's epoch, and (unless
@@ -37,8 +37,9 @@ def build(dm: NegativeSamplingDataModule, lr: float, dropout: float) -> NeuMF:
                  optimizer=lambda p: torch.optim.Adam(p, lr=lr, foreach=True))
 
 
-def trainer(max_epochs: int, callbacks: list, root: str) -> lightning.Trainer:
+def trainer(max_epochs: int, callbacks: list, root: str, precision: str) -> lightning.Trainer:
     return lightning.Trainer(max_epochs=max_epochs, logger=False, enable_progress_bar=False,
+                             precision=precision,
                              enable_model_summary=False, num_sanity_val_steps=0,
                              use_distributed_sampler=False, callbacks=callbacks,
                              default_root_dir=root, accelerator="cpu")
@@ -53,17 +54,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-epochs", type=int, default=100)
     parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--precision", default="32-true",
+                        help="bf16-mixed: matrix products in bfloat16 (CPU autocast); ranking "
+                             "is always computed in float32")
+    parser.add_argument("--timed-epochs", type=int, default=11,
+                        help="epochs timed for the s/epoch figure (the median after the first)")
     parser.add_argument("--epochs-only", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch_size} positives, "
-          f"dropout {args.dropout}")
+          f"dropout {args.dropout}, precision {args.precision}")
     for n in args.negatives:
         dm = NegativeSamplingDataModule(dataset="ml-100k", split="loo", num_negatives=n,
                                         batch_size=args.batch_size)
-        epoch_s, _ = timed_fit(build(dm, args.lr, args.dropout), dm, 6)
+        epoch_s, _ = timed_fit(build(dm, args.lr, args.dropout), dm, args.timed_epochs,
+                               args.precision)
         epoch = statistics.median(epoch_s[1:])
         print(f"{n} negatives: {epoch:.3f} s/epoch, {len(dm.train) / epoch:,.0f} positives/s, "
               f"{RECBOLE_EPOCH_S / epoch:.1f}x RecBole's {RECBOLE_EPOCH_S} s", flush=True)
@@ -73,7 +80,7 @@ def main() -> None:
         ckpt = ModelCheckpoint(monitor="val/ndcg@10", mode="max", filename="best")
         stop = EarlyStopping(monitor="val/ndcg@10", mode="max", patience=args.patience)
         with tempfile.TemporaryDirectory() as root:
-            t = trainer(args.max_epochs, [clock, ckpt, stop], root)
+            t = trainer(args.max_epochs, [clock, ckpt, stop], root, args.precision)
             model = build(dm, args.lr, args.dropout)
             t.fit(model, datamodule=dm)
             best_epoch = int(torch.load(ckpt.best_model_path, weights_only=False)["epoch"])

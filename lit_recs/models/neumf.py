@@ -15,9 +15,10 @@ towers' weights are copied and h = [alpha h_GMF; (1 - alpha) h_MLP].
 
 Deviations from the paper: Adam throughout (the paper switches to SGD after pre-training); the
 first MLP layer is applied to the user and the item halves apart (W_1 [p; q] = W_u p + W_i q), so
-scoring the catalogue computes each user's and each item's half once. An MLP scorer is not a
-matmul: `score` runs the catalogue in chunks of at most `score_chunk` (user, item) pairs, which
-bounds evaluation memory (about score_chunk x mlp_dims[1] floats).
+scoring the catalogue computes each user's and each item's half once, and a training batch with
+more pairs than items projects the item table once and indexes it (the same for users). An MLP
+scorer is not a matmul: `score` runs the catalogue in chunks of at most `score_chunk` (user, item)
+pairs, which bounds evaluation memory (about score_chunk x mlp_dims[1] floats).
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_recs import losses
 from lit_recs.data.batches import EvalBatch, PairBatch
 from lit_recs.models.base import RecModule
 from lit_recs.nn.dropout import Dropout
-from lit_recs.nn.embedding import lookup
+from lit_recs.nn.embedding import lookup, projected_lookup
 
 
 class NeuMFNet(nn.Module):
@@ -71,25 +73,28 @@ class NeuMFNet(nn.Module):
     def user_part(self, users: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """users [B] -> (GMF embedding [B, G], first MLP layer's user half + bias [B, H1])."""
         gmf = lookup(self.gmf_user, users) if self.gmf_dim > 0 else None
-        mlp = self.first_user(lookup(self.mlp_user, users)) if self.mlp_dims else None
+        mlp = projected_lookup(self.mlp_user, self.first_user, users) if self.mlp_dims else None
         return gmf, mlp
 
     def item_part(self, items: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """items [...] -> (GMF embedding [..., G], first MLP layer's item half [..., H1])."""
         gmf = lookup(self.gmf_item, items) if self.gmf_dim > 0 else None
-        mlp = self.first_item(lookup(self.mlp_item, items)) if self.mlp_dims else None
+        mlp = projected_lookup(self.mlp_item, self.first_item, items) if self.mlp_dims else None
         return gmf, mlp
 
     def join(self, user: tuple[Tensor | None, Tensor | None],
              item: tuple[Tensor | None, Tensor | None]) -> Tensor:
         """User parts [B, 1, .] and item parts [B or 1, C, .] -> logits [B, C]."""
-        towers = []
+        g = max(self.gmf_dim, 0)
+        weight, logits = self.out.weight, self.out.bias  # h [1, G + H_L], its bias [1]
+        # h^T [phi_G; phi_M] as one product per tower: no concatenated [B, C, G + H_L] copy
         if user[0] is not None:
-            towers.append(user[0] * item[0])  # [B, C, G]
+            phi = self.dropout(user[0] * item[0])  # [B, C, G]
+            logits = F.linear(phi, weight[:, :g], logits)  # [B, C, 1]
         if user[1] is not None:
-            towers.append(self.mlp(torch.relu(user[1] + item[1])))  # [B, C, H_L]
-        joined = towers[0] if len(towers) == 1 else torch.cat(towers, -1)  # [B, C, G + H_L]
-        return self.out(self.dropout(joined)).squeeze(-1)  # [B, C]
+            phi = self.dropout(self.mlp(torch.relu(user[1] + item[1])))  # [B, C, H_L]
+            logits = F.linear(phi, weight[:, g:]) + logits  # [B, C, 1]
+        return logits.squeeze(-1)  # [B, C]
 
     def forward(self, users: Tensor, items: Tensor) -> Tensor:
         """users [B], items [B, C] -> logits [B, C]."""
