@@ -32,6 +32,7 @@ import warnings
 
 import lightning
 import torch
+from clock import EpochClock  # experiments/benchmarks/clock.py
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from lit_recs.callbacks import ReleaseFreeHeap
@@ -40,23 +41,15 @@ from lit_recs.data.datasets import Synthetic
 from lit_recs.models import BERT4Rec
 
 
-class Clock(lightning.Callback):
-    """Training seconds per epoch (validation excluded) and non-padding tokens seen."""
+class Clock(EpochClock):
+    """EpochClock (validation excluded) that also counts the non-padding tokens trained on."""
 
     def __init__(self) -> None:
-        self.epoch_s: list[float] = []
+        super().__init__()
         self.tokens = 0
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._t0 = time.perf_counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.tokens += int((batch.tokens > 0).sum())
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.strategy.root_device.type == "cuda":
-            torch.cuda.synchronize()
-        self.epoch_s.append(time.perf_counter() - self._t0)
 
 
 def optimizer(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:

@@ -5,17 +5,30 @@ from __future__ import annotations
 import time
 
 import lightning
+import torch
 
 
 class EpochClock(lightning.Callback):
+    """Seconds of each training epoch. Lightning runs the end-of-epoch validation inside the
+    training epoch's hooks (train start, validation, train end), so its time is subtracted."""
+
     def __init__(self) -> None:
         self.epoch_s: list[float] = []
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._t0 = time.perf_counter()
+        self._t0, self._val_s = time.perf_counter(), 0.0
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._v0 = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:  # inside an epoch
+            self._val_s += time.perf_counter() - self._v0
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.epoch_s.append(time.perf_counter() - self._t0)
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+        self.epoch_s.append(time.perf_counter() - self._t0 - self._val_s)
 
 
 def timed_fit(model, datamodule, epochs: int, precision: str = "32-true"
