@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from lit_recs.data import sampling
 from lit_recs.data.sampling import EpochBatchSampler, EvalShardSampler, NegativeSampler, eval_negatives
 
 NUM_USERS, NUM_ITEMS = 30, 50
@@ -45,12 +46,19 @@ def test_sample_never_returns_a_positive(distribution, distinct):
     assert set(neg[users == 1].ravel().tolist()) <= {0, 21, 22, 40, 49}
 
 
-def test_sample_is_positive_matches_dense():
+@pytest.mark.parametrize("table", [True, False])
+def test_sample_is_positive_matches_dense(monkeypatch, table: bool):
+    """Both membership paths: the dense bool table and the binary search over sorted keys."""
+    monkeypatch.setattr(sampling, "DENSE_CELLS", NUM_USERS * NUM_ITEMS if table else 0)
     dense = dense_positives(2)
     sampler = NegativeSampler(as_csr(dense))
+    assert (sampler._dense is not None) == table
     users = np.arange(NUM_USERS)
     items = np.tile(np.arange(NUM_ITEMS), (NUM_USERS, 1))
     np.testing.assert_array_equal(sampler.is_positive(users[:, None], items), dense > 0)
+    rng = np.random.default_rng(3)
+    u, i = rng.integers(0, NUM_USERS, 500), rng.integers(0, NUM_ITEMS, (500, 4))
+    np.testing.assert_array_equal(sampler.is_positive(u[:, None], i), dense[u[:, None], i] > 0)
 
 
 def test_sample_dense_user_distinct_gets_exactly_the_remaining_items():

@@ -1,8 +1,9 @@
 """Negative sampling, a whole batch at a time, and evaluation sharding across processes.
 
 Negatives never include a user's positives: candidates are drawn for the whole batch at once from the
-item distribution, checked against the sorted (user * num_items + item) keys of the positives with one
-`searchsorted`, and only the rejected ones are redrawn.
+item distribution, checked against the positives' (user * num_items + item) keys (a dense bool table
+of every (user, item) cell when it fits in DENSE_CELLS, else one `searchsorted` over the sorted
+keys), and only the rejected ones are redrawn.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 
 DISTRIBUTIONS = ("uniform", "popularity", "hard")
 FAST_ROUNDS = 32  # vectorised rejection rounds before the exact per-row fallback
+DENSE_CELLS = 1 << 25  # up to 32 MB: membership by a dense [U * I] bool table (ML-100K: 1.6 MB)
 
 
 class NegativeSampler:
@@ -40,6 +42,10 @@ class NegativeSampler:
         self.num_items = pos.shape[1]
         rows = np.repeat(np.arange(pos.shape[0], dtype=np.int64), np.diff(pos.indptr))  # [nnz]
         self._keys = rows * self.num_items + pos.indices.astype(np.int64)  # [nnz], sorted
+        self._dense: np.ndarray | None = None  # [U * I] bool, for catalogues that fit
+        if pos.shape[0] * self.num_items <= DENSE_CELLS:
+            self._dense = np.zeros(pos.shape[0] * self.num_items, dtype=bool)
+            self._dense[self._keys] = True
         self._user_degree = np.diff(pos.indptr)  # [U]
         self._pos = pos
         self._weights = np.ones(self.num_items)  # [I] sampling weight of each item
@@ -67,6 +73,8 @@ class NegativeSampler:
     def is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """users [B, 1] or [B], items [B, N] -> bool [B, N]."""
         keys = users * self.num_items + items  # [B, N]
+        if self._dense is not None:  # one gather instead of a binary search per key
+            return self._dense[keys]
         at = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)  # [B, N]
         return self._keys[at] == keys if len(self._keys) else np.zeros(keys.shape, bool)
 
