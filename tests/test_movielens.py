@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lit_recs.data.datasets import download
+from lit_recs.data.datasets import download, movielens_files
 from lit_recs.data.datasets import movielens as ml
 from lit_recs.data.datasets.delimited import Col, read_table
 from lit_recs.data.datasets.movielens import ChecksumError, DownloadError, MovieLens
@@ -191,7 +191,7 @@ def test_real_ml100k(tmp_path, monkeypatch):
     root = _ml100k_root()
     folder = root / "ml-100k"
     monkeypatch.setattr(urllib.request, "urlopen", _no_network)
-    monkeypatch.setattr(ml, "CACHE_MIN_BYTES", 0)  # exercise the parquet cache too
+    monkeypatch.setattr(movielens_files, "CACHE_MIN_BYTES", 0)  # exercise the parquet cache too
     before = _snapshot(folder)
 
     inter = MovieLens("ml-100k", data_dir=str(root), verify=True).load()
@@ -233,8 +233,8 @@ def test_cache_write_failure_is_ignored(tmp_path, monkeypatch, caplog):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
-    monkeypatch.setattr(ml, "CACHE_MIN_BYTES", 0)
-    with caplog.at_level("DEBUG", logger=ml.__name__):
+    monkeypatch.setattr(movielens_files, "CACHE_MIN_BYTES", 0)
+    with caplog.at_level("DEBUG", logger=movielens_files.__name__):
         inter = MovieLens("ml-1m", data_dir=FIXTURES).load()
     assert len(inter) == 28
     assert "could not write the ratings cache" in caplog.text
@@ -471,4 +471,4 @@ def test_malformed_ml20m(tmp_path):
 def test_missing_file_during_parse_names_path(tmp_path):
     folder = _copy(FIXTURES / "ml-1m", tmp_path, "ml-1m")
     with pytest.raises(FileNotFoundError, match=str(folder / "nope.dat")):
-        read_table(folder / "nope.dat", [Col("x", ml.pl.Int64)], "::")
+        read_table(folder / "nope.dat", [Col("x", movielens_files.pl.Int64)], "::")
