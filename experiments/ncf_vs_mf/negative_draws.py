@@ -56,16 +56,14 @@ def main() -> None:
         if batch.sampled is None or not torch.equal(rows, torch.arange(len(batch))):
             raise ValueError(f"{run}: needs the sampled protocol and one test item per user (loo)")
         scores = model.score(batch).float()  # [U, I]
-        own = batch.sampled  # [U, N], the run's own draw
-        everything = dm.data.binary_csr()
-        users = batch.users.numpy()
-        own = torch.from_numpy(dm._sampled_negatives()[users])
-        draws = [hr_ndcg(scores, target, torch.from_numpy(
-            eval_negatives(everything, users, own.shape[1], "uniform", args.first_seed + k)))
+        own_hr, own_ndcg = hr_ndcg(scores, target, batch.sampled)  # the run's own draw [U, N]
+        everything, users = dm.data.binary_csr(), batch.users.numpy()
+        draws = [hr_ndcg(scores, target, torch.from_numpy(eval_negatives(
+            everything, users, batch.sampled.shape[1], "uniform", args.first_seed + k)))
             for k in range(args.draws)]
         hr, ndcg = zip(*draws)
-        print(f"{run}: own draw HR@10 {hr_ndcg(scores, target, own)[0]:.4f} NDCG@10 "
-              f"{hr_ndcg(scores, target, own)[1]:.4f}; {args.draws} other draws HR@10 mean "
+        print(f"{run}: own draw HR@10 {own_hr:.4f} NDCG@10 {own_ndcg:.4f}; {args.draws} other "
+              f"draws HR@10 mean "
               f"{statistics.mean(hr):.4f} sd {statistics.stdev(hr):.4f} (min {min(hr):.4f}, max "
               f"{max(hr):.4f}), NDCG@10 mean {statistics.mean(ndcg):.4f} sd "
               f"{statistics.stdev(ndcg):.4f}", flush=True)

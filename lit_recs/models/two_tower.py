@@ -36,6 +36,7 @@ from lit_recs.nn.towers import (
     Similarity,
     Tower,
     pool_fields,
+    ranking_vectors,
 )
 from lit_recs.nn.towers import similarity as similarity_matrix
 
@@ -204,7 +205,7 @@ class TwoTower(FeatureModule):
 
     def _ranking_vectors(self, raw: Tensor) -> Tensor:
         """Tower output -> the vector ranking uses (and the history encoder reads)."""
-        return F.normalize(raw, dim=-1) if self.similarity == "cosine" else raw
+        return ranking_vectors(raw, self.similarity)
 
     def _items_once(self, *ids: Tensor) -> list[Tensor]:
         """Item vectors of several id tensors, the tower run once per distinct item."""

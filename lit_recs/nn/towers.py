@@ -121,8 +121,11 @@ class HistoryEncoder(nn.Module):
         return h[:, -1] * has  # [B, D]
 
 
+def ranking_vectors(x: Tensor, kind: Similarity) -> Tensor:
+    """[..., D] -> the vectors a similarity of `kind` takes dot products of (unit length: cosine)."""
+    return F.normalize(x, dim=-1) if kind == "cosine" else x
+
+
 def similarity(user: Tensor, item: Tensor, kind: Similarity, temperature: float) -> Tensor:
     """user [B, D] x item [C, D] -> [B, C]: cosine or dot product, divided by the temperature."""
-    if kind == "cosine":
-        user, item = F.normalize(user, dim=-1), F.normalize(item, dim=-1)
-    return user @ item.T / temperature
+    return ranking_vectors(user, kind) @ ranking_vectors(item, kind).T / temperature
