@@ -39,7 +39,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from lit_recs.callbacks import (
     HardNegativeMiner,
-    ReleaseFreeHeap,
+    HeapPolicy,
     ResultsWriter,
     StillImproving,
     TopKWriter,
@@ -169,7 +169,7 @@ class RecCLI(LightningCLI):
         if self.subcommand == "fit" and isinstance(ckpt, ModelCheckpoint) and ckpt.monitor:
             trainer.callbacks.append(StillImproving(ckpt.monitor, ckpt.mode))
         if self.subcommand == "fit":
-            trainer.callbacks.append(ReleaseFreeHeap())
+            trainer.callbacks.append(HeapPolicy())
         hard = getattr(self.datamodule, "negative_distribution", None) == "hard"
         if self.subcommand == "fit" and hard and not any(
             getattr(cb, "mines_hard_negatives", False) for cb in trainer.callbacks

@@ -35,7 +35,7 @@ import torch
 from clock import EpochClock  # experiments/benchmarks/clock.py
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-from lit_recs.callbacks import ReleaseFreeHeap
+from lit_recs.callbacks import HeapPolicy
 from lit_recs.data.cloze import ClozeDataModule
 from lit_recs.data.datasets import Synthetic
 from lit_recs.models import BERT4Rec
@@ -138,7 +138,7 @@ def main() -> None:
         max_epochs=args.max_epochs, accelerator=args.device, devices=1,
         precision=args.precision, logger=False, enable_progress_bar=False,
         enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0,
-        callbacks=[clock, ckpt, ReleaseFreeHeap(), EarlyStopping(monitor="val/ndcg@10", mode="max",
+        callbacks=[clock, ckpt, HeapPolicy(), EarlyStopping(monitor="val/ndcg@10", mode="max",
                                               patience=args.patience)])
     t0 = time.perf_counter()
     trainer.fit(model, datamodule=dm)

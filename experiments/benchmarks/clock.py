@@ -7,6 +7,8 @@ import time
 import lightning
 import torch
 
+from lit_recs.callbacks import HeapPolicy
+
 
 class EpochClock(lightning.Callback):
     """Seconds of each training epoch. Lightning runs the end-of-epoch validation inside the
@@ -33,13 +35,14 @@ class EpochClock(lightning.Callback):
 
 def timed_fit(model, datamodule, epochs: int, precision: str = "32-true"
               ) -> tuple[list[float], lightning.Trainer]:
-    """Fits `epochs` epochs on the CPU without validation, checkpoints or logs; returns each
-    training epoch's seconds and the Trainer (validate with it afterwards if needed)."""
+    """Fits `epochs` epochs on the CPU without validation, checkpoints or logs, with the C heap
+    handled as `lit-recs fit` does (HeapPolicy); returns each training epoch's seconds and the
+    Trainer (validate with it afterwards if needed)."""
     clock = EpochClock()
     trainer = lightning.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False,
                                 enable_progress_bar=False, enable_model_summary=False,
                                 limit_val_batches=0, num_sanity_val_steps=0,
-                                use_distributed_sampler=False, callbacks=[clock],
+                                use_distributed_sampler=False, callbacks=[clock, HeapPolicy()],
                                 accelerator="cpu", precision=precision)
     trainer.fit(model, datamodule=datamodule)
     return clock.epoch_s, trainer

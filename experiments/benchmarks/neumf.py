@@ -27,6 +27,7 @@ import torch
 from clock import EpochClock, timed_fit  # experiments/benchmarks/clock.py
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
+from lit_recs.callbacks import HeapPolicy
 from lit_recs.data.datamodules import NegativeSamplingDataModule
 from lit_recs.models import NeuMF
 
@@ -43,7 +44,7 @@ def trainer(max_epochs: int, callbacks: list, root: str, precision: str) -> ligh
     return lightning.Trainer(max_epochs=max_epochs, logger=False, enable_progress_bar=False,
                              precision=precision,
                              enable_model_summary=False, num_sanity_val_steps=0,
-                             use_distributed_sampler=False, callbacks=callbacks,
+                             use_distributed_sampler=False, callbacks=[*callbacks, HeapPolicy()],
                              default_root_dir=root, accelerator="cpu")
 
 

@@ -71,7 +71,7 @@ class NeuMFNet(nn.Module):
             nn.init.normal_(emb.weight, std=init_std)
 
     def user_part(self, users: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        """users [B] -> (GMF embedding [B, G], first MLP layer's user half + bias [B, H1])."""
+        """users [...] -> (GMF embedding [..., G], first MLP layer's user half + bias [..., H1])."""
         gmf = lookup(self.gmf_user, users) if self.gmf_dim > 0 else None
         mlp = projected_lookup(self.mlp_user, self.first_user, users) if self.mlp_dims else None
         return gmf, mlp
@@ -97,9 +97,14 @@ class NeuMFNet(nn.Module):
         return logits.squeeze(-1)  # [B, C]
 
     def forward(self, users: Tensor, items: Tensor) -> Tensor:
-        """users [B], items [B, C] -> logits [B, C]."""
-        user = tuple(None if p is None else p[:, None] for p in self.user_part(users))  # [B, 1, .]
-        return self.join(user, self.item_part(items))  # type: ignore[arg-type]
+        """users [B], items [B, C] -> logits [B, C].
+
+        Each user's parts are gathered once per item column ([B, C, .], not [B, 1, .]): the
+        products and sums of `join` then run on same-shaped tensors, which the CPU does 3-4x
+        faster than broadcasting a size-1 dimension.
+        """
+        user = self.user_part(users[:, None].expand_as(items))  # [B, C, .]
+        return self.join(user, self.item_part(items))
 
 
 class NeuMF(RecModule):
