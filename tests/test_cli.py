@@ -197,7 +197,27 @@ def test_every_config_file_is_in_a_smoke_run() -> None:
     files = {p.name for d in ("data", "model") for p in (REPO / "conf" / d).glob("*.yaml")}
     assert files == used
     trainers = {p.name for p in (REPO / "conf" / "trainer").glob("*.yaml")}
-    assert trainers == {t for t in TRAINER_OF.values() if t}
+    assert trainers == {t for t in TRAINER_OF.values() if t} | {SELECTION_TRAINER}
+
+
+SELECTION_TRAINER = "sampled99.yaml"  # selects on the sampled protocol: its own test below
+
+
+def test_sampled_trainer_config_checkpoints_and_stops_on_the_sampled_protocol(tmp_path: Path) -> None:
+    main(["fit", "--config", str(REPO / "conf" / "base.yaml"),
+          "--config", str(REPO / "conf" / "trainer" / SELECTION_TRAINER),
+          "--data", str(REPO / "conf" / "data" / "ml-100k-loo.yaml"),
+          "--model", str(REPO / "conf" / "model" / "gmf.yaml"), "--trainer.callbacks.patience", "3",
+          "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false",
+          "--trainer.limit_train_batches", "2", *FAST])
+    states = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=False)["callbacks"]
+    ckpt = next(v for k, v in states.items() if k.startswith("ModelCheckpoint"))
+    stop = next((k, v) for k, v in states.items() if k.startswith("EarlyStopping"))
+    assert ckpt["monitor"] == "val/sampled99/ndcg@10"
+    assert "val/sampled99/ndcg@10" in stop[0] and stop[1]["patience"] == 3
+    metrics = json.loads((tmp_path / "results.json").read_text())["metrics"]
+    assert float(ckpt["best_model_score"]) == pytest.approx(metrics["val/sampled99/ndcg@10"])
+    assert 0 < metrics["test/sampled99/ndcg@10"] <= 1
 
 
 @pytest.mark.parametrize(("data", "model"), CONFIG_PAIRS)

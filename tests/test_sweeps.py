@@ -17,7 +17,8 @@ SWEEPS = sorted((REPO / "conf" / "sweeps").glob("*.yaml"))
 
 
 def test_there_are_sweeps() -> None:
-    assert {p.stem for p in SWEEPS} >= {"ials_loo", "neumf_loo", "slim_loo", "mf_loo"}
+    models = ("ials", "neumf", "slim", "mf")
+    assert {p.stem for p in SWEEPS} >= {f"{m}_loo{p}" for m in models for p in ("", "_sampled99")}
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
@@ -43,3 +44,7 @@ def test_sweep_file_runs_through_the_cli(path: Path, monkeypatch: pytest.MonkeyP
         for part in key.split("."):
             node = node[part]
         assert node == (yaml.safe_load(value) if isinstance(value, str) else value), key
+    # the checkpoint (whose best score the local runner reports) watches the sweep's metric
+    monitors = [cb["init_args"]["monitor"] for cb in printed["trainer"]["callbacks"]
+                if cb["class_path"].endswith(("ModelCheckpoint", "EarlyStopping"))]
+    assert monitors and set(monitors) == {sweep["metric"]["name"]}

@@ -1,5 +1,8 @@
-"""The NCF-vs-MF table (mean ± sd over seeds) from runs/ncf_vs_mf/<model>-<seed>/results.json, and
-a bar chart of it.
+"""The NCF-vs-MF table (mean ± sd over seeds) and a bar chart of it. Each protocol's columns come
+from the runs selected on that protocol's validation NDCG@10 (experiments/ncf_vs_mf/run.sh):
+`loo` from runs/ncf_vs_mf/<model>-<seed>/results.json, `loo-sampled99` from
+runs/ncf_vs_mf/sampled99/<model>-<seed>/results.json. Also printed: the sampled columns of the
+`loo` runs (one model per row for both protocols).
 
     python experiments/ncf_vs_mf/summarize.py runs/ncf_vs_mf [--chart runs/ncf_vs_mf/ncf_vs_mf.png]
 """
@@ -13,9 +16,11 @@ from pathlib import Path
 import numpy as np
 
 MODELS = {"popularity": "Popularity", "slim": "SLIM", "ials": "iALS", "neumf": "NeuMF", "mf": "MF"}
-COLUMNS = {"loo-sampled99 HR@10": "test/sampled99/hr@10",
-           "loo-sampled99 NDCG@10": "test/sampled99/ndcg@10",
-           "loo HR@10": "test/hr@10", "loo NDCG@10": "test/ndcg@10"}
+SAMPLED = {"loo-sampled99 HR@10": "test/sampled99/hr@10",
+           "loo-sampled99 NDCG@10": "test/sampled99/ndcg@10"}
+FULL = {"loo HR@10": "test/hr@10", "loo NDCG@10": "test/ndcg@10"}
+COLUMNS = {**SAMPLED, **FULL}
+SELECTED_ON = {**{c: "sampled99" for c in SAMPLED}, **{c: "." for c in FULL}}  # run folder per column
 COLORS = {"popularity": "#999999", "slim": "#4c72b0", "ials": "#55a868", "neumf": "#c44e52",
           "mf": "#8172b2"}
 PAPER = {  # Rendle et al. 2020, ML-1M, NCF protocol (sampled): HR@10, NDCG@10
@@ -23,15 +28,23 @@ PAPER = {  # Rendle et al. 2020, ML-1M, NCF protocol (sampled): HR@10, NDCG@10
     "neumf": (0.7093, 0.4349), "mf": (0.7294, 0.4523)}
 
 
-def collect(out: Path) -> dict[str, dict[str, list[float]]]:
+def collect(out: Path, selected_on: dict[str, str]) -> dict[str, dict[str, list[float]]]:
+    """model -> column -> the test metric of every seed, read from out / selected_on[column]."""
     table: dict[str, dict[str, list[float]]] = {}
     for model in MODELS:
-        for path in sorted(out.glob(f"{model}-*/results.json")):
-            metrics = json.loads(path.read_text())["metrics"]
-            row = table.setdefault(model, {c: [] for c in COLUMNS})
-            for column, key in COLUMNS.items():
-                row[column].append(metrics[key])
+        for column, folder in selected_on.items():
+            for path in sorted((out / folder).glob(f"{model}-*/results.json")):
+                metrics = json.loads(path.read_text())["metrics"]
+                table.setdefault(model, {c: [] for c in COLUMNS})[column].append(
+                    metrics[COLUMNS[column]])
     return table
+
+
+def cell(values: list[float]) -> str:
+    if not values:
+        return "(no runs)"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}" if len(values) > 1 \
+        else f"{values[0]:.4f}"
 
 
 def main() -> None:
@@ -39,18 +52,22 @@ def main() -> None:
     parser.add_argument("out", nargs="?", default="runs/ncf_vs_mf")
     parser.add_argument("--chart", default=None)
     args = parser.parse_args()
-    table = collect(Path(args.out))
+    table = collect(Path(args.out), SELECTED_ON)
     print("| model | " + " | ".join(COLUMNS) + " | paper (ML-1M, sampled) HR / NDCG |")
     print("|---" * (len(COLUMNS) + 2) + "|")
     for model, row in table.items():
-        cells = [f"{np.mean(v):.4f} ± {np.std(v, ddof=1):.4f}" if len(v) > 1 else f"{v[0]:.4f}"
-                 for v in row.values()]
         paper = "{:.4f} / {:.4f}".format(*PAPER[model])
-        print(f"| {MODELS[model]} ({len(row['loo HR@10'])} seeds) | " + " | ".join(cells) +
+        seeds = max(len(v) for v in row.values())
+        print(f"| {MODELS[model]} ({seeds} seeds) | " + " | ".join(map(cell, row.values())) +
               f" | {paper} |")
     for column in COLUMNS:
-        order = sorted(table, key=lambda m: -np.mean(table[m][column]))
+        order = sorted((m for m in table if table[m][column]),
+                       key=lambda m: -np.mean(table[m][column]))
         print(f"{column}: " + " > ".join(MODELS[m] for m in order))
+    hr, ndcg = SAMPLED
+    one_model = collect(Path(args.out), {c: "." for c in SAMPLED})
+    print("loo-sampled99 of the runs selected on the full ranking (HR@10 / NDCG@10): " + "; ".join(
+        f"{MODELS[m]} {cell(r[hr])} / {cell(r[ndcg])}" for m, r in one_model.items()))
     random811 = [json.loads(p.read_text())["metrics"]
                  for p in sorted(Path(args.out).glob("random811/neumf-*/results.json"))]
     if random811:
@@ -81,7 +98,8 @@ def chart(table: dict[str, dict[str, list[float]]], path: Path) -> None:
                color=[COLORS[m] for m in models])
         ax.set_title(column)
         ax.tick_params(axis="x", rotation=30)
-    fig.suptitle("ML-100K, temporal leave-one-out: sampled (NCF protocol) vs full ranking")
+    fig.suptitle("ML-100K, temporal leave-one-out: sampled (NCF protocol) vs full ranking, "
+                 "each selected on its own validation")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
