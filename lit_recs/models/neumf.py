@@ -84,7 +84,7 @@ class NeuMFNet(nn.Module):
 
     def join(self, user: tuple[Tensor | None, Tensor | None],
              item: tuple[Tensor | None, Tensor | None]) -> Tensor:
-        """User parts [B, 1, .] and item parts [B or 1, C, .] -> logits [B, C]."""
+        """User parts [B, 1 or C, .] and item parts [B or 1, C, .] -> logits [B, C]."""
         g = max(self.gmf_dim, 0)
         weight, logits = self.out.weight, self.out.bias  # h [1, G + H_L], its bias [1]
         # h^T [phi_G; phi_M] as one product per tower: no concatenated [B, C, G + H_L] copy
