@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from slim_reference import REGS, SEEDS, random_binary, reference
 
 from lit_recs.nn.slim_screened import (
     candidates,
@@ -14,7 +15,6 @@ from lit_recs.nn.slim_screened import (
     slim_screened,
     sparse_gram,
 )
-from tests.test_slim_solver import REGS, SEEDS, random_binary, reference
 
 
 def test_candidates_are_the_off_diagonal_entries_above_l1() -> None:
