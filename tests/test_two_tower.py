@@ -182,7 +182,7 @@ def test_gathered_in_batch_softmax_equals_one_process_on_the_whole_batch(tmp_pat
               for r in range(2)}
     out = str(tmp_path / "two.pt")
     mp.spawn(_gather_worker, args=(f"file://{tmp_path}/store", halves, out), nprocs=2)
-    two = torch.load(out)
+    two = torch.load(out, weights_only=True)
     assert float(two["loss"]) == pytest.approx(float(loss.detach()), rel=1e-10)
     grads = {n: p.grad for n, p in whole.named_parameters() if p.grad is not None}
     assert set(two["grads"]) == set(grads)

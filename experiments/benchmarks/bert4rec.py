@@ -36,6 +36,7 @@ from clock import EpochClock  # experiments/benchmarks/clock.py
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from lit_recs.callbacks import HeapPolicy
+from lit_recs.checkpoints import load_checkpoint
 from lit_recs.data.cloze import ClozeDataModule
 from lit_recs.data.datasets import Synthetic
 from lit_recs.models import BERT4Rec
@@ -143,7 +144,7 @@ def main() -> None:
     t0 = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     fit_s = time.perf_counter() - t0
-    best_epoch = int(torch.load(ckpt.best_model_path, weights_only=False)["epoch"])  # 0-based
+    best_epoch = int(load_checkpoint(ckpt.best_model_path)["epoch"])  # 0-based
     to_best = sum(clock.epoch_s[: best_epoch + 1])
     test = trainer.test(model, datamodule=dm, ckpt_path=ckpt.best_model_path, verbose=False)[0]
     epochs = len(clock.epoch_s)

@@ -28,6 +28,7 @@ from clock import EpochClock, timed_fit  # experiments/benchmarks/clock.py
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from lit_recs.callbacks import HeapPolicy
+from lit_recs.checkpoints import load_checkpoint
 from lit_recs.data.datamodules import NegativeSamplingDataModule
 from lit_recs.models import NeuMF
 
@@ -86,7 +87,7 @@ def main() -> None:
             t = trainer(args.max_epochs, [clock, ckpt, stop], root, args.precision)
             model = build(dm, args.lr, args.dropout)
             t.fit(model, datamodule=dm)
-            best_epoch = int(torch.load(ckpt.best_model_path, weights_only=False)["epoch"])
+            best_epoch = int(load_checkpoint(ckpt.best_model_path)["epoch"])
             test = t.test(model, datamodule=dm, ckpt_path="best", verbose=False)[0]
         print(f"  best val NDCG@10 {float(ckpt.best_model_score):.4f} at epoch {best_epoch + 1}, "
               f"{sum(clock.epoch_s[:best_epoch + 1]):.1f} s of training; test HR@10 "

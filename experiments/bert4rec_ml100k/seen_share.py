@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("checkpoint")
     ap.add_argument("--batches", type=int, default=5, help="training batches for the mass figures")
     args = ap.parse_args()
-    model = BERT4Rec.load_from_checkpoint(args.checkpoint, map_location="cpu").eval()
+    model = BERT4Rec.load_from_checkpoint(args.checkpoint, map_location="cpu", weights_only=True).eval()
     window = model.max_len
     dm = ClozeDataModule(dataset="ml-100k", max_len=window, window_stride=window,
                          sampled_negatives=0)

@@ -14,8 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
+from lit_recs.checkpoints import load_checkpoint
 from lit_recs.cli import run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,7 +45,7 @@ def trial(task: str, model: str, values: dict[str, str], patience: int, extra: l
         wall = time.perf_counter() - start
         ckpt = cli.trainer.checkpoint_callback
         best = float(ckpt.best_model_score)
-        epoch = int(torch.load(ckpt.best_model_path, weights_only=False)["epoch"])
+        epoch = int(load_checkpoint(ckpt.best_model_path)["epoch"])
     return {**values, monitor: round(best, 4), "best_epoch": epoch, "wall_s": round(wall, 1)}
 
 

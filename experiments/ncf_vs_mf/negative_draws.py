@@ -49,7 +49,7 @@ def main() -> None:
         config = yaml.safe_load((run / "config.yaml").read_text())
         dm = named(config["data"]["class_path"])(**config["data"]["init_args"])
         model = named(config["model"]["class_path"]).load_from_checkpoint(
-            run / "checkpoints" / "best.ckpt", map_location="cpu").eval()
+            run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True).eval()
         test = dm.eval_dataset("test")
         batch = test[np.arange(len(test))]  # every test user at once
         rows, target = batch.targets  # [T], [T]

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_recs import losses
+from lit_recs.checkpoints import checkpoint_weights
 from lit_recs.data.batches import EvalBatch, PairBatch
 from lit_recs.models.base import RecModule
 from lit_recs.nn.dropout import Dropout
@@ -163,8 +164,12 @@ class NeuMF(RecModule):
         return self.net(batch.users, items)  # [B, C]
 
     def load_towers(self, gmf: str | None, mlp: str | None, alpha: float) -> None:
-        """Copy the towers of trained GMF / MLP checkpoints; h = [alpha h_G; (1 - alpha) h_M]."""
-        states = {name: torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        """Copy the towers of trained GMF / MLP checkpoints; h = [alpha h_G; (1 - alpha) h_M].
+
+        The paths come from the user (`--model.init_args.pretrained_gmf`): read weights-only, so
+        that a crafted file cannot run code (CheckpointError names a file that is no checkpoint).
+        """
+        states = {name: checkpoint_weights(path)
                   for name, path in (("gmf", gmf), ("mlp", mlp)) if path}
         own = self.state_dict()
         prefixes = {"gmf": ("net.gmf_",), "mlp": ("net.mlp_", "net.mlp.", "net.first_")}
