@@ -17,9 +17,16 @@ import numpy as np
 import polars as pl
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import (
+    BasePredictionWriter,
+    EarlyStopping,
+    ModelCheckpoint,
+    Timer,
+)
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import move_data_to_device, rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities import move_data_to_device, rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch import Tensor
 
 from lit_recs.data.datamodules import global_seed
 from lit_recs.data.sampling import EvalShardSampler
@@ -73,10 +80,12 @@ class HeapPolicy(Callback):
 
 
 class StillImproving(Callback):
-    """Warns when training ended (max_epochs) while the monitored validation metric was still
-    improving: its best value came in the last `last` evaluations and early stopping never fired.
-    Under-trained models (BERT4Rec in most frameworks) are the commonest reason for weak results.
-    The CLI adds it to every `fit`, watching the ModelCheckpoint's monitor."""
+    """Warns when training ended on a limit (max_epochs, max_steps or max_time) while the monitored
+    validation metric was still improving: its best value came in the last `last` evaluations and
+    early stopping never fired. The warning names the limit that stopped the run. Under-trained
+    models (BERT4Rec in most frameworks) are the commonest reason for weak results. The CLI adds it
+    to every `fit`, watching the ModelCheckpoint's monitor; its history is in the checkpoint, so a
+    resumed run judges all of its evaluations."""
 
     def __init__(self, monitor: str = "val/ndcg@10", mode: str = "max", last: int = 3) -> None:
         self.monitor, self.mode, self.last = monitor, mode, last
@@ -88,6 +97,12 @@ class StillImproving(Callback):
         if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking and value is not None:
             self.history.append(float(value))
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": list(self.history)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [float(v) for v in state_dict.get("history", [])]
+
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         stopped = any(isinstance(cb, EarlyStopping) and cb.stopped_epoch > 0
                       for cb in trainer.callbacks)
@@ -98,9 +113,20 @@ class StillImproving(Callback):
         if best > 0 and best >= len(values) - self.last:  # improved, and recently
             self.warning = (f"{self.monitor} was still improving when training ended (best "
                             f"{values[best]:.4f} at evaluation {best + 1} of {len(values)}): "
-                            "raise trainer.max_epochs")
-            logging.getLogger(__name__).warning(self.warning)
-            rank_zero_warn(self.warning)
+                            f"{stopping_limit(trainer)}")
+            if trainer.is_global_zero:  # one line, once (results.json keeps it too)
+                logging.getLogger(__name__).warning(self.warning)
+
+
+def stopping_limit(trainer: Trainer) -> str:
+    """Which of the Trainer's limits ended `fit`, as advice: max_time, max_steps or max_epochs."""
+    timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+    if timer is not None and timer._duration is not None and timer.time_remaining() <= 0:
+        return f"trainer.max_time ({timer._duration:.0f} s) stopped it: raise trainer.max_time"
+    max_steps = getattr(trainer, "max_steps", -1)
+    if max_steps is not None and max_steps > 0 and trainer.global_step >= max_steps:
+        return f"trainer.max_steps ({max_steps}) stopped it: raise trainer.max_steps"
+    return f"trainer.max_epochs ({trainer.max_epochs}) stopped it: raise trainer.max_epochs"
 
 
 class ResultsWriter(Callback):
@@ -108,13 +134,23 @@ class ResultsWriter(Callback):
 
     It holds the config (when given), every final logged metric keyed by its logged name
     (`test/ndcg@10`), epochs, the best checkpoint, wall times per stage, the dataset fingerprint,
-    the git commit and package versions. Rewritten at the end of fit, validate and test.
+    the git commit and package versions. Rewritten at the end of fit, validate and test, and when
+    a command stops on an exception.
+
+    `status` says how the command ended: `completed`, `interrupted` (SIGTERM, SIGINT: `epochs` is
+    then the number of completed epochs, and `last_checkpoint` the file to continue from) or `failed`
+    (`error` holds the exception). `best_val` holds every `val/*` metric of the evaluation with the
+    best monitored value so far, and its epoch (kept in the checkpoint, so a resumed run continues
+    it). `warnings` lists what the run should not pass over silently: the data's (e.g. ties in the
+    split) and StillImproving's.
     """
 
     def __init__(self, config: dict[str, Any] | None = None, filename: str = "results.json"):
         self.config, self.filename = config, filename
         self.metrics: dict[str, float] = {}
         self.timings: dict[str, float] = {}
+        self.status, self.error = "running", None
+        self.best_val: dict[str, Any] = {}
         self._start: dict[str, float] = {}
 
     def _begin(self, stage: str) -> None:
@@ -124,6 +160,7 @@ class ResultsWriter(Callback):
         self.timings[f"{stage}_s"] = round(time.perf_counter() - self._start.pop(stage, 0.0), 3)
         for key, value in trainer.callback_metrics.items():
             self.metrics[key] = float(value)
+        self.status = "completed"
         self.write(trainer)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -143,36 +180,142 @@ class ResultsWriter(Callback):
             self._begin("validate")
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self._track_best(trainer)
         if "validate" in self._start:
             self._end(trainer, "validate")
 
+    def _track_best(self, trainer: Trainer) -> None:
+        """Keep every val/* metric of the evaluation with the best monitored value so far."""
+        ckpt = trainer.checkpoint_callback
+        monitor = ckpt.monitor if isinstance(ckpt, ModelCheckpoint) else None
+        value = trainer.callback_metrics.get(monitor) if monitor else None
+        if value is None:
+            return
+        best = self.best_val.get("metrics", {}).get(monitor)
+        if best is None or (float(value) > best if ckpt.mode == "max" else float(value) < best):
+            self.best_val = {
+                "epoch": trainer.current_epoch, "monitor": monitor,
+                "metrics": {k: float(v) for k, v in sorted(trainer.callback_metrics.items())
+                            if k.startswith("val/")},
+            }
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule,
+                     exception: BaseException) -> None:
+        interrupted = isinstance(exception, KeyboardInterrupt | SIGTERMException)
+        self.status = "interrupted" if interrupted else "failed"
+        self.error = None if interrupted else f"{type(exception).__name__}: {exception}"
+        for key, value in trainer.callback_metrics.items():
+            self.metrics.setdefault(key, float(value))
+        self.write(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_val": self.best_val}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_val = state_dict.get("best_val", {})
+
     @rank_zero_only
     def write(self, trainer: Trainer) -> None:
+        path = Path(trainer.default_root_dir) / self.filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.results(trainer), indent=2, default=str))
+
+    def results(self, trainer: Trainer) -> dict[str, Any]:
         ckpt = trainer.checkpoint_callback
-        best = None
+        best, last = None, None
         if isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_path:
             score = ckpt.best_model_score
             best = {"path": ckpt.best_model_path, "monitor": ckpt.monitor,
                     "score": None if score is None else float(score)}
+        if isinstance(ckpt, ModelCheckpoint) and ckpt.last_model_path:
+            last = ckpt.last_model_path
         datamodule = trainer.datamodule
         result = {
+            "status": self.status,
             "config": self.config,
             "metrics": dict(sorted(self.metrics.items())),
+            "best_val": self.best_val or None,
             "epochs": trainer.current_epoch,
             "global_steps": trainer.global_step,
             "best_checkpoint": best,
+            "last_checkpoint": last,
             "timings": self.timings,
             "data_fingerprint": getattr(datamodule, "fingerprint", None),
             "git_commit": git_commit(),
             "git_dirty": git_dirty(),
             "world_size": trainer.world_size,
-            "warnings": [cb.warning for cb in trainer.callbacks
-                         if isinstance(cb, StillImproving) and cb.warning],
+            "warnings": [*getattr(datamodule, "data_warnings", []),
+                         *(cb.warning for cb in trainer.callbacks
+                           if isinstance(cb, StillImproving) and cb.warning)],
             "versions": versions(),
         }
-        path = Path(trainer.default_root_dir) / self.filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2, default=str))
+        if self.error is not None:
+            result["error"] = self.error
+        return result
+
+
+class RandomState(Callback):
+    """Keeps torch's random generators (the CPU's, and each CUDA device's once CUDA is in use) in
+    every checkpoint and restores them when `fit` resumes from one, so that a run continued from
+    `last.ckpt` draws the same dropout masks (and any other torch draws) as a run that was never
+    stopped. The data's draws need nothing: they are seeded per (seed, epoch, rank, batch). The
+    CLI adds it to every `fit`."""
+
+    def state_dict(self) -> dict[str, Any]:
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+        return {"torch": torch.get_rng_state(), "cuda": cuda}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        if state_dict.get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class EpochSummary(Callback):
+    """One console line per training epoch when the progress bar is off (a log redirected to a
+    file): the epoch, the mean training loss, the monitored validation metric (and its best so
+    far) and the epoch's wall time, validation included. The CLI adds it to `fit` when
+    `trainer.enable_progress_bar` is false."""
+
+    def __init__(self, monitor: str | None = "val/ndcg@10", mode: str = "max") -> None:
+        self.monitor, self.mode = monitor, mode
+        self.best: float | None = None
+        self._loss: Tensor | None = None
+        self._steps, self._start = 0, 0.0
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._loss, self._steps, self._start = None, 0, time.perf_counter()
+
+    def _best(self, trainer: Trainer, value: float) -> float:
+        """The best monitored value so far, this epoch's included (the checkpoint callback's best,
+        restored on resume, is updated only after this hook)."""
+        ckpt = trainer.checkpoint_callback
+        score = getattr(ckpt, "best_model_score", None)
+        if getattr(ckpt, "monitor", None) == self.monitor and score is not None:
+            self.best = float(score) if self.best is None else self.best
+        pick = max if self.mode == "max" else min
+        self.best = value if self.best is None else pick(self.best, value)
+        return self.best
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, Tensor):  # summed on the device: no synchronisation per step
+            self._loss = loss.detach() if self._loss is None else self._loss + loss.detach()
+            self._steps += 1
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+        if self._loss is not None:
+            parts.append(f"train/loss {float(self._loss) / self._steps:.4f}")
+        value = trainer.callback_metrics.get(self.monitor) if self.monitor else None
+        if value is not None:
+            best = self._best(trainer, float(value))
+            parts.append(f"{self.monitor} {float(value):.4f} (best {best:.4f})")
+        parts.append(f"{time.perf_counter() - self._start:.1f} s")
+        if trainer.is_global_zero:
+            logging.getLogger("lit_recs").info("  ".join(parts))
 
 
 class TopKWriter(BasePredictionWriter):
@@ -298,13 +441,45 @@ class HardNegativeMiner(Callback):
         self.pool_size, self.every_n_epochs, self.batch_size = pool_size, every_n_epochs, batch_size
         self.skip_top, self.uniform_share = skip_top, uniform_share
         self._refreshes = 0
+        self._pool: np.ndarray | None = None  # [U, K'] the pool in use
+        self._pool_epoch = -1  # the epoch at whose end it was mined
+        self._restored = False
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        datamodule = trainer.datamodule
-        pool = self.mine(pl_module, datamodule, trainer.world_size, trainer.global_rank)
-        datamodule.set_hard_negatives(self.mix(pool, pl_module.num_items))
+        self.refresh(trainer, pl_module, trainer.current_epoch)
+
+    def refresh(self, trainer: Trainer, pl_module: LightningModule, epoch: int) -> None:
+        pool = self.mine(pl_module, trainer.datamodule, trainer.world_size, trainer.global_rank)
+        self._pool, self._pool_epoch = self.mix(pool, pl_module.num_items), epoch
+        trainer.datamodule.set_hard_negatives(self._pool)
+
+    # ------------------------------------------------------------ resuming from a checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        pool = None if self._pool is None else torch.from_numpy(self._pool.astype(np.int32))
+        return {"refreshes": self._refreshes, "pool": pool, "pool_epoch": self._pool_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._refreshes = int(state_dict.get("refreshes", 0))
+        pool = state_dict.get("pool")
+        self._pool = None if pool is None else pool.numpy().astype(np.int64)
+        self._pool_epoch = int(state_dict.get("pool_epoch", -1))
+        self._restored = True
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """After a resume: the pool the interrupted run was using. A checkpoint written before that
+        epoch's refresh (saved at validation end) gets the refresh redone from its weights, which are
+        the ones the interrupted run mined with (validation does not change them)."""
+        if not self._restored:
+            return
+        self._restored = False
+        epoch = trainer.current_epoch  # the first epoch to run now
+        due = [e for e in range(epoch) if (e + 1) % self.every_n_epochs == 0]
+        if due and due[-1] != self._pool_epoch:
+            self.refresh(trainer, pl_module, due[-1])
+        elif self._pool is not None:
+            trainer.datamodule.set_hard_negatives(self._pool)
 
     def mix(self, pool: np.ndarray, num_items: int) -> np.ndarray:
         """Hard pool [U, K] -> [U, K + R] with R uniform items, R / (K + R) ~ uniform_share;

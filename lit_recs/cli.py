@@ -25,30 +25,41 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
+import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.strategies import Strategy
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_recs.callbacks import (
+    EpochSummary,
     HardNegativeMiner,
     HeapPolicy,
+    RandomState,
     ResultsWriter,
     StillImproving,
     TopKWriter,
     git_commit,
     git_dirty,
 )
+from lit_recs.checkpoints import SafeCheckpointIO, load_checkpoint
 from lit_recs.models.base import RecModule
 
 RUN_DIR_ENV = "LIT_RECS_RUN_DIR"
+TRAINER_CKPT_NAMES = ("best", "last", "hpc")  # ckpt_path values the Trainer resolves
+log = logging.getLogger(__name__)
 
 
 def ensure_wandb_mode() -> None:
@@ -88,6 +99,32 @@ def run_folder(root: str | None, model_class: str, subcommand: str | None) -> st
     return str(root)
 
 
+def resumed_run(ckpt_path: str | None, subcommand: str | None) -> str | None:
+    """`fit --ckpt_path <run>/checkpoints/<x>.ckpt` continues that run in its own folder (so its
+    best checkpoint, early stopping and results stay together), unless a folder is given."""
+    if subcommand != "fit" or not ckpt_path or ckpt_path in TRAINER_CKPT_NAMES:
+        return None
+    path = Path(ckpt_path)
+    run = path.parent.parent
+    if path.parent.name == "checkpoints" and (run / "config.yaml").is_file():
+        return str(run)
+    return None
+
+
+def check_resume(ckpt_path: str | None, subcommand: str | None, given: str | None,
+                 root: str) -> None:
+    """`--ckpt_path last` names a run's last.ckpt: refuse it where there is no run to continue."""
+    if ckpt_path != "last" or subcommand != "fit":
+        return
+    if given is None:
+        raise ValueError("--ckpt_path last continues an interrupted run: name the run, e.g. "
+                         "`lit-recs fit --config runs/<run>/config.yaml --ckpt_path last` or "
+                         "--trainer.default_root_dir runs/<run>")
+    if not any((Path(root) / "checkpoints").glob("last*.ckpt")):
+        log.warning("--ckpt_path last: no last.ckpt in %s, starting from scratch",
+                    Path(root) / "checkpoints")
+
+
 class RecCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("model_class", RecModule)
@@ -125,10 +162,21 @@ class RecCLI(LightningCLI):
         model's arguments were given explicitly (a config naming the model, or --model.*), they
         are kept; with only a class name, or none, the checkpoint fills them in as in Lightning."""
         sub = self.config.get("subcommand")
-        model = self.config[sub].get("model") if sub else None
+        path = self.config[sub].get("ckpt_path") if sub else None
+        if not path or str(path) in TRAINER_CKPT_NAMES or str(path).startswith("registry"):
+            return  # resolved by the Trainer, and read through SafeCheckpointIO
+        # weights only (lit_recs.checkpoints): a missing, corrupt or crafted file is refused here,
+        # by name, before any run folder exists (Lightning's own torch.load names neither)
+        hparams = dict(load_checkpoint(path).get("hyper_parameters") or {})
+        model = self.config[sub].get("model")
         if model is not None and model.get("init_args") and self._model_args_given(sub):
             return
-        super()._parse_ckpt_path()
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        self.config = self.parser.parse_object({sub: {"model": hparams}}, self.config)
 
     def _model_args_given(self, sub: str) -> bool:
         args = [str(a) for a in (sys.argv[1:] if self._cli_args is None else self._cli_args)]
@@ -148,28 +196,44 @@ class RecCLI(LightningCLI):
         if config.get("torch_num_threads"):
             torch.set_num_threads(config.torch_num_threads)
         trainer = config.trainer
-        root = run_folder(trainer.default_root_dir, str(config.model.class_path), self.subcommand)
+        given = trainer.default_root_dir or resumed_run(config.get("ckpt_path"), self.subcommand)
+        root = run_folder(given, str(config.model.class_path), self.subcommand)
+        check_resume(config.get("ckpt_path"), self.subcommand, given, root)
         os.environ[RUN_DIR_ENV] = root
         for cb in _as_list(trainer.callbacks):
-            if _class_name(cb).endswith("ModelCheckpoint") and not cb.init_args.get("dirpath"):
-                cb.init_args["dirpath"] = str(Path(root) / "checkpoints")
+            if _class_name(cb).endswith("ModelCheckpoint"):
+                if not cb.init_args.get("dirpath"):
+                    cb.init_args["dirpath"] = str(Path(root) / "checkpoints")
+                if cb.init_args.get("save_last") is None:  # last.ckpt: what `--ckpt_path last` resumes
+                    cb.init_args["save_last"] = True
         for lg in _as_list(trainer.logger):
             derived = lg.init_args.get("save_dir") in (None, "", ".", trainer.default_root_dir)
             if _class_name(lg).endswith("WandbLogger") and derived:
                 lg.init_args["save_dir"] = root
         trainer.default_root_dir = root
+        self._created_root = not Path(root).exists()
         if any(_class_name(lg).endswith("WandbLogger") for lg in _as_list(trainer.logger)):
             ensure_wandb_mode()
-            Path(root).mkdir(parents=True, exist_ok=True)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own plugin
+            trainer.strategy.checkpoint_io = SafeCheckpointIO()
+        own_loader = type(trainer.strategy).load_checkpoint is not Strategy.load_checkpoint
+        if own_loader and self.config[self.subcommand].get("ckpt_path"):
+            raise ValueError(f"--ckpt_path with strategy {type(trainer.strategy).__name__}: it "
+                             "reads checkpoints with its own loader (FSDP's and DeepSpeed's "
+                             "unpickle), not lit_recs' weights-only one; use strategy auto or ddp")
         trainer.callbacks.append(ResultsWriter(config=self._config_dict()))
         ckpt = trainer.checkpoint_callback
-        if self.subcommand == "fit" and isinstance(ckpt, ModelCheckpoint) and ckpt.monitor:
-            trainer.callbacks.append(StillImproving(ckpt.monitor, ckpt.mode))
+        monitor = ckpt.monitor if isinstance(ckpt, ModelCheckpoint) else None
+        mode = ckpt.mode if isinstance(ckpt, ModelCheckpoint) else "max"
+        if self.subcommand == "fit" and monitor:
+            trainer.callbacks.append(StillImproving(monitor, mode))
         if self.subcommand == "fit":
-            trainer.callbacks.append(HeapPolicy())
+            trainer.callbacks += [HeapPolicy(), RandomState()]
+            if trainer.progress_bar_callback is None:
+                trainer.callbacks.append(EpochSummary(monitor, mode))
         hard = getattr(self.datamodule, "negative_distribution", None) == "hard"
         if self.subcommand == "fit" and hard and not any(
             getattr(cb, "mines_hard_negatives", False) for cb in trainer.callbacks
@@ -208,6 +272,67 @@ class RecCLI(LightningCLI):
     def before_test(self) -> None:
         self._log_run_info()
 
+    # ---------------------------------------------------------------- how the command ends
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Runs the subcommand in its run folder and reports how it ended.
+
+        - completed: prints the run folder and every file the command wrote in it;
+        - interrupted (SIGTERM, SIGINT): results.json says `interrupted`, the command prints how to
+          continue (`--ckpt_path last`) and exits with 128 + the signal's number (143, 130);
+        - failed: an exception before the first checkpoint removes the run folder this command
+          created (nothing in it is worth keeping); later, results.json says `failed`.
+        """
+        root = Path(self.trainer.default_root_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        try:
+            super()._run_subcommand(subcommand)
+        except SystemExit as exit_:
+            if not isinstance(exit_, SIGTERMException) and not self.trainer.interrupted:
+                raise
+            finish_wandb(self)
+            code = 128 + (signal.SIGTERM if isinstance(exit_, SIGTERMException) else signal.SIGINT)
+            self._report_interrupted(root)
+            raise SystemExit(code) from None
+        except BaseException:
+            finish_wandb(self)
+            self._remove_unfinished(root)
+            raise
+        finish_wandb(self)
+        self._report_written(root, started)
+
+    def _report_interrupted(self, root: Path) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        last = root / "checkpoints" / "last.ckpt"
+        lines = [f"{self.subcommand} interrupted after {self.trainer.current_epoch} completed "
+                 f"epoch(s); run folder {root}", f"  {root / 'results.json'} (status: interrupted)"]
+        if self.subcommand == "fit" and last.is_file():
+            lines.append(f"  continue it: lit-recs fit --config {root / 'config.yaml'} "
+                         "--ckpt_path last")
+        print("\n".join(lines), file=sys.stderr, flush=True)
+
+    def _remove_unfinished(self, root: Path) -> None:
+        """A run that failed before writing any checkpoint leaves no folder behind (only one this
+        command created, and only on the process that owns the folder)."""
+        checkpoints = list((root / "checkpoints").glob("*.ckpt")) if root.is_dir() else []
+        if self._created_root and not checkpoints and self.trainer.is_global_zero and \
+                not _is_launcher_child():
+            shutil.rmtree(root, ignore_errors=True)
+            log.warning("the run failed before its first checkpoint: removed its folder %s", root)
+
+    def _report_written(self, root: Path, since: float) -> None:
+        """Prints the run folder and the files this command wrote there (W&B's as one folder)."""
+        if not self.trainer.is_global_zero:
+            return
+        written = sorted(p for p in root.rglob("*") if p.is_file() and p.stat().st_mtime >= since
+                         and "wandb" not in p.relative_to(root).parts)
+        lines = [f"{self.subcommand} done; run folder {root}"]
+        lines += [f"  {p}" for p in written]
+        wandb_runs = sorted((root / "wandb").glob("*run-*")) if (root / "wandb").is_dir() else []
+        lines += [f"  {p} (W&B)" for p in wandb_runs if p.stat().st_mtime >= since]
+        print("\n".join(lines), flush=True)
+
     def after_fit(self) -> None:
         config = self.config[self.subcommand]
         if not config.get("test_after_fit", True) or self.trainer.interrupted:
@@ -238,12 +363,25 @@ def finish_wandb(cli: LightningCLI) -> None:
             lg._experiment.finish()
 
 
+def quiet_known_warnings() -> None:
+    """Warnings that are noise for lit_recs runs (each said once otherwise, not per metric).
+
+    - Lightning recommends `sync_dist=True` for epoch-level logs under DDP: lit_recs' metrics are
+      torchmetrics states summed across processes before `compute()`, so the logged values are
+      already global and exact (tests/test_ddp.py); syncing them again would only cost time.
+    - Lightning 2.6's own call of a deprecated torch pytree check, printed once per stage; nothing
+      a user can act on.
+    """
+    warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("once", category=UserWarning)
+
+
 def run(args: list[str] | None = None) -> RecCLI:
     """Run the CLI in this process (tests, notebooks) and return it."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cli = RecCLI(args=args)
-    finish_wandb(cli)
-    return cli
+    quiet_known_warnings()
+    return RecCLI(args=args)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -180,5 +180,5 @@ def test_fits_and_evaluates_through_the_trainer(precision: str) -> None:
                       use_distributed_sampler=False, accelerator="cpu")
     trainer.fit(model, datamodule=dm)
     out = trainer.test(model, datamodule=dm, verbose=False)[0]
-    assert 0 <= out["test/ndcg@10"] <= 1 and 0 < out["test/sampled20/hr@10"] <= 1
+    assert 0 <= out["test/ndcg@10"] <= 1 and 0 < out["test/sampled20pop/hr@10"] <= 1
     assert all(p.dtype == torch.float32 for p in model.parameters())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import platform
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 import torch
 from wandb_records import logged_metrics, run_config
 
+from lit_recs.checkpoints import load_checkpoint
 from lit_recs.cli import main
 from lit_recs.data.datamodules import RecDataModule
 
@@ -134,6 +136,47 @@ def test_predict_writes_unseen_top_k_with_raw_ids(quickstart_run: Path, tmp_path
     assert not seen & set(zip(pred["user"].to_list(), pred["item"].to_list()))
 
 
+def rescore(lists: dict[object, list[object]], held_out: dict[object, set[object]], k: int
+            ) -> dict[str, float]:
+    """An independent evaluator (plain Python, the textbook definitions): each user's ranked list
+    against their held-out items; means over the users that have held-out items."""
+    sums = {"hr": 0.0, "recall": 0.0, "ndcg": 0.0, "mrr": 0.0, "precision": 0.0}
+    for user, targets in held_out.items():
+        ranked = lists.get(user, [])[:k]
+        hits = [i for i, item in enumerate(ranked) if item in targets]
+        ideal = sum(1 / math.log2(i + 2) for i in range(min(len(targets), k)))
+        sums["hr"] += bool(hits)
+        sums["recall"] += len(hits) / len(targets)
+        sums["ndcg"] += sum(1 / math.log2(i + 2) for i in hits) / ideal
+        sums["mrr"] += 1 / (hits[0] + 1) if hits else 0.0
+        sums["precision"] += len(hits) / k
+    return {name: value / len(held_out) for name, value in sums.items()}
+
+
+def test_predict_test_ranking_rescores_to_the_test_metrics(
+        quickstart_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "predict-test"
+    main(["predict", "--config", str(quickstart_run / "config.yaml"),
+          "--ckpt_path", str(quickstart_run / "checkpoints" / "best.ckpt"),
+          "--trainer.default_root_dir", str(out), "--trainer.logger", "false",
+          "--trainer.enable_progress_bar", "false", "--data.init_args.predict_ranking", "test"])
+    printed = capsys.readouterr().out  # the command names every file it wrote
+    assert f"predict done; run folder {out}" in printed
+    assert f"  {out / 'predictions.parquet'}" in printed and f"  {out / 'config.yaml'}" in printed
+    pred = pl.read_parquet(out / "predictions.parquet").sort(["user", "rank"])
+    lists = {u: g["item"].to_list() for (u,), g in pred.group_by("user", maintain_order=True)}
+    dm = RecDataModule(dataset="ml-100k")  # the quickstart's split, rebuilt independently
+    test = dm.splits.test
+    held_out: dict[object, set[object]] = {}
+    for u, i in zip(dm.data.user_ids[test.users].tolist(), dm.data.item_ids[test.items].tolist()):
+        held_out.setdefault(u, set()).add(i)
+    assert set(lists) == set(held_out)  # exactly the test users
+    expected = json.loads((quickstart_run / "results.json").read_text())["metrics"]
+    for k in (5, 10, 20):
+        for name, value in rescore(lists, held_out, k).items():
+            assert value == pytest.approx(expected[f"test/{name}@{k}"], abs=1e-6), (name, k)
+
+
 def test_user_model_outside_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     module = tmp_path / "my_models.py"
     module.write_text(textwrap.dedent("""
@@ -210,7 +253,7 @@ def test_sampled_trainer_config_checkpoints_and_stops_on_the_sampled_protocol(tm
           "--model", str(REPO / "conf" / "model" / "gmf.yaml"), "--trainer.callbacks.patience", "3",
           "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false",
           "--trainer.limit_train_batches", "2", *FAST])
-    states = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=False)["callbacks"]
+    states = load_checkpoint(tmp_path / "checkpoints" / "best.ckpt")["callbacks"]
     ckpt = next(v for k, v in states.items() if k.startswith("ModelCheckpoint"))
     stop = next((k, v) for k, v in states.items() if k.startswith("EarlyStopping"))
     assert ckpt["monitor"] == "val/sampled99/ndcg@10"

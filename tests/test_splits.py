@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -18,6 +19,9 @@ from lit_recs.data.splits import (
     split,
     temporal_split,
 )
+
+# The tied logs below make leave-one-out and temporal splits warn about time ties (tested at the end).
+pytestmark = pytest.mark.filterwarnings(r"ignore:\S+ (leave-one-out|temporal split)\b:UserWarning")
 
 
 def tied_log(seed: int, num_users: int = 40, num_items: int = 30, t_max: int = 5) -> Interactions:
@@ -264,3 +268,176 @@ def test_fold_split_cuts_blocks_in_file_order_like_mku_sh():
         fold_split(inter, 6, 5)
     with pytest.raises(ValueError, match="validation share"):
         fold_split(inter, 1, 5, 0.9)
+
+
+# ------------------------------------------------------------------ warnings: file-order decisions
+def split_warnings(fn, *args) -> tuple[Split, list[str]]:
+    """Run a split, recording every UserWarning it raises (texts, in order)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = fn(*args)
+    texts = [str(w.message) for w in caught if w.category is UserWarning]
+    return s, texts
+
+
+def hand_log(ts: list[list[int]] | None, name: str = "toy") -> Interactions:
+    """One list of timestamps per user (user u's rows in file order); users interleaved
+    round-robin in the file so file order is not user order. ts None: no time column."""
+    sizes = [len(t) for t in ts]
+    rows = sorted((k, u) for u, size in enumerate(sizes) for k in range(size))  # round-robin
+    users = np.array([u for _, u in rows])
+    stamps = np.array([ts[u][k] for k, u in rows])
+    n = len(rows)
+    return Interactions.from_raw(users, np.arange(n) % 7, np.arange(n, dtype=np.float32), stamps,
+                                 name=name)
+
+
+def loo_ties_reference(inter: Interactions) -> tuple[int, int, int, int]:
+    """Brute force: (users whose last two events tie, users with >= 2 events,
+    users whose 2nd- and 3rd-to-last tie, users with >= 3 events)."""
+    by_user: dict[int, list[int]] = {}
+    for u, t in zip(inter.users.tolist(), inter.timestamps.tolist()):
+        by_user.setdefault(u, []).append(t)
+    last2 = n2 = mid = n3 = 0
+    for times in by_user.values():
+        times.sort()
+        if len(times) >= 2:
+            n2 += 1
+            last2 += times[-1] == times[-2]
+        if len(times) >= 3:
+            n3 += 1
+            mid += times[-2] == times[-3]
+    return last2, n2, mid, n3
+
+
+def test_loo_warns_users_whose_last_events_tie():
+    ts = [
+        [1, 2, 3, 3],  # last two tie -> test decided by file order
+        [1, 2, 2, 3],  # 2nd/3rd-to-last tie -> validation decided by file order
+        [5, 5],  # 2 events, tie: test vs train by file order
+        [1, 2, 3],  # no tie
+        [7],  # 1 event: train only, counted nowhere
+        [4, 4, 4, 9],  # 2nd/3rd-to-last tie
+        [6, 1, 6, 2],  # last two tie (out of file order)
+    ]
+    inter = hand_log(ts)
+    assert loo_ties_reference(inter) == (3, 6, 2, 5)
+    s, texts = split_warnings(leave_one_out, inter)
+    assert texts == [
+        "toy leave-one-out: 3 of 6 users with 2+ events (50.0%) have their last two events at "
+        "the same timestamp: file order decides which is the test event",
+        "toy leave-one-out: 2 of 5 users with 3+ events (40.0%) have their second- and "
+        "third-to-last events at the same timestamp: file order decides which is the validation "
+        "event",
+    ]
+    assert s.warnings == texts
+    # through the dispatcher too
+    s2, texts2 = split_warnings(split, inter, "loo")
+    assert s2.warnings == texts2 == texts
+
+
+def test_loo_tie_counts_say_users_when_everyone_is_evaluated():
+    inter = hand_log([[1, 1, 2], [3, 4, 4], [1, 2, 3], [0, 0, 0]])
+    _, texts = split_warnings(leave_one_out, inter)
+    assert texts == [
+        "toy leave-one-out: 2 of 4 users (50.0%) have their last two events at the same "
+        "timestamp: file order decides which is the test event",
+        "toy leave-one-out: 2 of 4 users (50.0%) have their second- and third-to-last events at "
+        "the same timestamp: file order decides which is the validation event",
+    ]
+
+
+def test_loo_without_ties_warns_nothing():
+    inter = hand_log([[1, 2, 3], [3, 2, 1, 0], [5, 9], [4]])
+    s, texts = split_warnings(leave_one_out, inter)
+    assert texts == [] and s.warnings == []
+    assert sorted(row_ids(s.test)) != []  # the split itself happened
+
+
+def test_loo_all_identical_timestamps_warn_once_with_counts():
+    inter = hand_log([[7] * 4, [7] * 2, [7], [7] * 3], name="flat")
+    s, texts = split_warnings(leave_one_out, inter)
+    assert texts == [
+        "flat leave-one-out: all 10 timestamps are identical; each user's last events in file "
+        "order were held out (3 test, 2 validation)"
+    ]
+    assert s.warnings == texts
+    assert (len(s.test), len(s.val)) == (3, 2)
+
+
+def test_loo_without_time_states_the_file_order_rule_calmly():
+    base = hand_log([[0] * 4, [0] * 2, [0], [0] * 3], name="seqs")
+    inter = Interactions.from_raw(base.user_ids[base.users], base.item_ids[base.items],
+                                  base.ratings, None, name="seqs")
+    s, texts = split_warnings(leave_one_out, inter)
+    assert texts == [
+        "seqs leave-one-out: no timestamps, so time is file order: each user's last event in the "
+        "file is the test event (3 users) and the one before it the validation event (2 users)"
+    ]
+    assert s.warnings == texts
+    assert not any(word in texts[0] for word in ("identical", "same timestamp", "warn"))
+    # and the rule stated is the rule used: the last row of each user in the file is the test row
+    last = {u: r for r, u in enumerate(inter.users.tolist())}
+    assert sorted(row_ids(s.test)) == sorted(r for u, r in last.items()
+                                             if inter.user_counts()[u] >= 2)
+
+
+def test_loo_warnings_on_ml100k_match_brute_force(ml100k_root):
+    from lit_recs.data.datasets.movielens import MovieLens
+
+    inter = MovieLens("ml-100k", data_dir=str(ml100k_root), download=False).load()
+    last2, n2, mid, n3 = loo_ties_reference(inter)
+    assert (last2, n2, mid, n3) == (415, 943, 422, 943)  # ML-100K has such ties
+    s, texts = split_warnings(split, inter, "loo")
+    assert texts == [
+        "ml-100k leave-one-out: 415 of 943 users (44.0%) have their last two events at the same "
+        "timestamp: file order decides which is the test event",
+        "ml-100k leave-one-out: 422 of 943 users (44.8%) have their second- and third-to-last "
+        "events at the same timestamp: file order decides which is the validation event",
+    ]
+    assert s.warnings == texts
+
+
+def test_temporal_warns_ties_at_the_cuts():
+    ts = np.array([1, 0, 1, 3, 2, 1, 0, 2, 1, 3])  # sorted: 0 0 1 1 1 1 2 2 3 3
+    inter = Interactions.from_raw(np.arange(10) % 3, np.arange(10), np.arange(10, dtype=np.float32),
+                                  ts, name="tt")
+    s, texts = split_warnings(temporal_split, inter, (0.4, 0.3, 0.3))  # cuts at 4 and 7
+    assert texts == [
+        "tt temporal split: the train/validation cut falls inside 4 events at the same timestamp "
+        "(1): file order put 2 in train, 2 in validation",
+        "tt temporal split: the validation/test cut falls inside 2 events at the same timestamp "
+        "(2): file order put 1 in validation, 1 in test",
+    ]
+    assert s.warnings == texts
+    # file order: the rows at t=1 are 0, 2, 5, 8; the first two train
+    assert sorted(r for r in row_ids(s.train) if ts[r] == 1) == [0, 2]
+    # one run of ties across both cuts: one warning naming all three parts
+    ts2 = np.array([0, 5, 5, 5, 5, 5, 5, 5, 5, 9])
+    inter2 = Interactions.from_raw(np.arange(10) % 3, np.arange(10), None, ts2, name="tt")
+    _, texts2 = split_warnings(temporal_split, inter2, (0.4, 0.3, 0.3))
+    assert texts2 == [
+        "tt temporal split: the train/validation/test cuts fall inside 8 events at the same "
+        "timestamp (5): file order put 3 in train, 3 in validation, 2 in test"
+    ]
+    # the cuts land between distinct timestamps: nothing to warn about
+    ts3 = np.array([0, 1, 2, 3, 4, 4, 5, 6, 7, 7])  # ties, but not across a cut
+    _, texts3 = split_warnings(temporal_split, Interactions.from_raw(
+        np.arange(10) % 3, np.arange(10), None, ts3), (0.4, 0.3, 0.3))
+    assert texts3 == []
+
+
+def test_temporal_all_identical_timestamps_warn():
+    inter = Interactions.from_raw(np.arange(10) % 3, np.arange(10), None, np.full(10, 4),
+                                  name="flat")
+    s, texts = split_warnings(split, inter, "temporal", (0.8, 0.1, 0.1))
+    assert texts == ["flat temporal split: all 10 timestamps are identical; the split follows "
+                     "file order (8 train, 1 validation, 1 test)"]
+    assert s.warnings == texts
+
+
+def test_other_splits_carry_no_warnings():
+    inter = tied_log(0)  # full of time ties, which these splits do not use
+    for name in ("random", "global_random", "fold"):
+        s, texts = split_warnings(split, inter, name)
+        assert texts == [] and s.warnings == [], name

@@ -26,7 +26,9 @@ class EvalBatch:
 
     `seen` and `targets` are (row, item) index pairs into the [B, I] score matrix, sorted by row
     then item; rows of padding users (weight 0) have none. `sampled` holds the sampled
-    protocol's fixed negatives. `sequences` (sequence DataModules only) holds each user's known
+    protocol's fixed negatives and `sampled_key` names that protocol, the prefix of its metrics
+    (`RecDataModule.sampled_protocol`: `sampled99` for 99 uniform negatives, `sampled100pop` for
+    100 drawn by popularity). `sequences` (sequence DataModules only) holds each user's known
     items as tokens (0 = padding, item + 1, last position = the [mask] token to predict).
     """
 
@@ -36,6 +38,7 @@ class EvalBatch:
     targets: Tensor  # [2, T] long: (row, item) held-out pairs
     sampled: Tensor | None = None  # [B, N] long: fixed negatives of the sampled protocol
     sequences: Tensor | None = None  # [B, L] long: known items in time order (sequence models)
+    sampled_key: str | None = None  # the sampled protocol's name (set with `sampled`)
 
     def __len__(self) -> int:
         return len(self.users)

@@ -107,7 +107,7 @@ class SequenceEvalDataset(EvalDataset):
     """EvalDataset whose batches also carry each user's history tokens [B, L] ([mask] last)."""
 
     def __init__(self, base: EvalDataset, tokens: np.ndarray) -> None:
-        super().__init__(base.users, base.seen, base.targets, base.sampled)
+        super().__init__(base.users, base.seen, base.targets, base.sampled, base.sampled_key)
         self.tokens = tokens  # [U, L]
 
     def __getitem__(self, rows: np.ndarray) -> EvalBatch:

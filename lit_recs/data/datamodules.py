@@ -26,7 +26,11 @@ from lit_recs.data.sampling import (
     EpochBatchSampler,
     EvalShardSampler,
     NegativeSampler,
+    check_drawable,
+    check_eval_negatives,
+    drawable,
     eval_negatives,
+    support,
 )
 from lit_recs.data.splits import SPLITS, Split, split
 
@@ -68,7 +72,11 @@ def process_layout(trainer: object | None) -> tuple[int, int]:
 
 
 class EvalDataset(Dataset):
-    """Index arrays of evaluation rows (-1 = padding) -> EvalBatch, built a batch at a time."""
+    """Index arrays of evaluation rows (-1 = padding) -> EvalBatch, built a batch at a time.
+
+    `sampled` [U, N] (the sampled protocol's negatives) comes with `sampled_key`, the protocol's
+    name that the batches carry (`RecDataModule.sampled_protocol`).
+    """
 
     def __init__(
         self,
@@ -76,8 +84,13 @@ class EvalDataset(Dataset):
         seen: sp.csr_matrix,
         targets: sp.csr_matrix | None,
         sampled: np.ndarray | None,
+        sampled_key: str | None = None,
     ) -> None:
+        if sampled is not None and not sampled_key:
+            raise ValueError("the sampled protocol's negatives need its key (sampled_key), e.g. "
+                             "RecDataModule.sampled_protocol")
         self.users, self.seen, self.targets, self.sampled = users, seen, targets, sampled
+        self.sampled_key = None if sampled is None else sampled_key
 
     def __len__(self) -> int:
         return len(self.users)
@@ -94,6 +107,7 @@ class EvalDataset(Dataset):
             seen=torch.from_numpy(gather_rows(self.seen, users, valid)),
             targets=torch.from_numpy(targets),
             sampled=sampled,
+            sampled_key=self.sampled_key,
         )
 
 
@@ -118,8 +132,25 @@ class RecDataModule(LightningDataModule):
             and their negatives follow the global seed (`seed_everything`, i.e. PL_GLOBAL_SEED)
             when one is set, else this seed: vary `seed_everything` for seeds on a fixed split.
         batch_size / eval_batch_size: training rows per batch / evaluation users per batch.
-        sampled_negatives: negatives per user for the sampled protocol (0 turns it off).
+        sampled_negatives: negatives per user for the sampled protocol (0 turns it off): N
+            distinct items the user never interacted with in the whole log, so at most
+            num_items (popularity: the items with an interaction) minus the user's interactions,
+            for every user; checked at `setup`, before anything is drawn.
         sampled_distribution: `uniform` or `popularity` for those negatives.
+        predict_ranking: what `predict` writes. `unseen` (default): every user's top items among
+            those they never interacted with (train, validation and test masked): recommendations.
+            `test`: the ranking the test metrics saw: the test users, train and validation items
+            masked, test items kept, so the written lists re-score to results.json's test/*.
+
+    The sampled protocol's key (`sampled_protocol`, carried by every EvalBatch as `sampled_key`,
+    the prefix its metrics are logged under: `val/<key>/ndcg@10`) names N and the distribution:
+    `sampled<N>` for uniform negatives (`sampled99`: `val/sampled99/ndcg@10`), `sampled<N>pop`
+    for negatives drawn by popularity (`sampled100pop`); None when the protocol is off.
+
+    `setup` checks the options against the data (vectorised over the users, seconds at 10^7
+    interactions) and raises a ValueError naming the option and its limit: `sampled_negatives`
+    at every stage that evaluates, the training negatives (`num_negatives` of the subclasses that
+    sample, see `training_negatives`) at fit.
     """
 
     def __init__(
@@ -140,6 +171,7 @@ class RecDataModule(LightningDataModule):
         sampled_negatives: int = 99,
         sampled_distribution: Literal["uniform", "popularity"] = "uniform",
         num_workers: int = 0,
+        predict_ranking: Literal["unseen", "test"] = "unseen",
     ) -> None:
         super().__init__()
         if split not in SPLITS:
@@ -155,6 +187,9 @@ class RecDataModule(LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.sampled_negatives, self.sampled_distribution = sampled_negatives, sampled_distribution
         self.num_workers = num_workers
+        if predict_ranking not in ("unseen", "test"):
+            raise ValueError(f"predict_ranking must be 'unseen' or 'test', got {predict_ranking!r}")
+        self.predict_ranking = predict_ranking
         self._data: Interactions | None = None
         self._split: Split | None = None
         self._eval: dict[str, EvalDataset] = {}
@@ -208,6 +243,88 @@ class RecDataModule(LightningDataModule):
     def fold_spec(self) -> str:
         return f"{self.fold}/{self.num_folds}|" if self.split_how == "fold" else ""
 
+    @property
+    def sampled_protocol(self) -> str | None:
+        """The sampled protocol's key: `sampled<N>` (uniform), `sampled<N>pop` (popularity), None
+        when off. EvalBatch.sampled_key carries it; metrics are logged as `stage/<key>/...`."""
+        if self.sampled_negatives <= 0:
+            return None
+        suffix = {"uniform": "", "popularity": "pop"}[self.sampled_distribution]
+        return f"sampled{self.sampled_negatives}{suffix}"
+
+    # ------------------------------------------------------------ option limits
+    def setup(self, stage: str | None = None) -> None:
+        """Checks the options against the data before anything is drawn (`check_limits`)."""
+        self.check_limits(stage)
+
+    def check_limits(self, stage: str | None = None) -> None:
+        """Raises a ValueError naming the option and its limit: `sampled_negatives` unless
+        predicting, the training negatives when fitting (stage None: both)."""
+        if stage != "predict":
+            self.check_sampled_negatives()
+        if stage in (None, "fit"):
+            self.check_training_negatives()
+
+    def check_sampled_negatives(self) -> None:
+        """sampled_negatives <= num_items (popularity: items with an interaction) minus the
+        user's interactions in the whole log, for every user (the protocol draws for all)."""
+        protocol = self.sampled_protocol
+        if protocol is not None:
+            check_eval_negatives(self.data.binary_csr(), self.sampled_negatives,
+                                 self.sampled_distribution, protocol=protocol,
+                                 ids=self.data.user_ids)
+
+    def training_negatives(self) -> tuple[int, str] | None:
+        """(num_negatives, negative_distribution) of the training batches; None: none drawn."""
+        return None
+
+    def check_training_negatives(self) -> None:
+        """num_negatives <= the distinct items every user can draw: the distribution's support
+        (uniform and hard: num_items; popularity: the items with a training interaction) minus
+        the user's training positives. A row's negatives are independent draws (they may repeat),
+        but past that limit every row of the user would repeat items. `hard` draws from the
+        user's pool of mined items (uniform before the first pool, and for rejected draws):
+        num_negatives <= the pool's width too."""
+        spec = self.training_negatives()
+        if spec is None:
+            return
+        n, distribution = spec
+        positives = self.train.binary_csr()
+        items = support(positives, distribution)
+        pool = f"all {items} items" if distribution != "popularity" else \
+            f"the {items} items with a training interaction (popularity draws no other)"
+        check_drawable("num_negatives", n, drawable(positives, distribution, items),
+                       f"training negatives (negative_distribution={distribution!r})",
+                       f"{pool} minus the user's training positives", ids=self.data.user_ids)
+        width, origin = self._hard_pool_width() if distribution == "hard" else (None, "")
+        if width is not None and n > width:
+            raise ValueError(
+                f"num_negatives={n} is more than the hard-negative pool holds: "
+                f"negative_distribution='hard' draws each row's negatives from the user's pool of "
+                f"{width} items ({origin}), so every row would repeat items. The limit is "
+                f"num_negatives <= {width}: lower num_negatives or raise HardNegativeMiner's "
+                "pool_size"
+            )
+
+    def _hard_pool_width(self) -> tuple[int | None, str]:
+        """Items per user of the hard pool: the pool's own when set, else what the trainer's
+        HardNegativeMiner will mine (pool_size, capped by the catalogue after skip_top, plus its
+        uniform_share of easy items, as HardNegativeMiner.mine and mix size it)."""
+        if self.hard_negatives is not None:
+            return self.hard_negatives.shape[1], "the current pool"
+        trainer = getattr(self, "trainer", None)
+        for cb in getattr(trainer, "callbacks", None) or []:
+            size = getattr(cb, "pool_size", None)
+            if getattr(cb, "mines_hard_negatives", False) and isinstance(size, int):
+                skip, share = getattr(cb, "skip_top", 0), getattr(cb, "uniform_share", 0.0)
+                top = min(skip + size, self.num_items)
+                hard = top - min(skip, top - 1)
+                extra = round(hard * share / (1.0 - share))
+                return hard + extra, f"HardNegativeMiner pool_size={size}" + (
+                    f", skip_top={skip}" if skip else "") + (
+                    f", uniform_share={share}" if extra else "")
+        return None, ""
+
     def train_seed(self) -> int:
         """Seed of the training batches: the global seed when set (seed_everything), else `seed`."""
         return global_seed(self.seed)
@@ -219,6 +336,7 @@ class RecDataModule(LightningDataModule):
         `hard` draws from `hard_negatives`, which `lit_recs.callbacks.HardNegativeMiner` refreshes
         at the end of every epoch (uniform before the first refresh).
         """
+        self.check_training_negatives()
         if distribution == "hard":
             trainer = getattr(self, "trainer", None)
             callbacks = getattr(trainer, "callbacks", None) or []
@@ -268,12 +386,13 @@ class RecDataModule(LightningDataModule):
             return EvalDataset(np.arange(self.num_users), seen, None, None)
         targets = (s.val if stage == "val" else s.test).binary_csr()
         users = np.flatnonzero(np.diff(targets.indptr) > 0)  # users with something to find
-        return EvalDataset(users, seen, targets, self._sampled_negatives())
+        return EvalDataset(users, seen, targets, self._sampled_negatives(), self.sampled_protocol)
 
     def _sampled_negatives(self) -> np.ndarray | None:
-        if self.sampled_negatives <= 0:
+        if self.sampled_protocol is None:
             return None
         if self._sampled is None:
+            self.check_sampled_negatives()  # before drawing
             everything = self.data.binary_csr()
             users = np.arange(self.num_users)
             self._sampled = eval_negatives(
@@ -294,7 +413,14 @@ class RecDataModule(LightningDataModule):
         return self._eval_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader("predict")
+        stage: Stage = "test" if self.predict_ranking == "test" else "predict"
+        return RecDataModule._eval_loader(self, stage)  # rankings, also for labelled-row data
+
+    @property
+    def data_warnings(self) -> list[str]:
+        """What the data preparation decided that a run should not pass over silently (e.g. ties
+        that file order broke in the split); results.json lists them."""
+        return list(self._split.warnings) if self._split is not None else []
 
     def train_dataloader(self) -> DataLoader:
         raise NotImplementedError(
@@ -339,7 +465,10 @@ class NegativeSamplingDataModule(RecDataModule):
     Negatives exclude the user's training positives and are drawn per batch, vectorised, from
     `uniform`, `popularity` (count ** negative_alpha) or `hard` (the previous epoch's top-scored
     non-positives, with `lit_recs.callbacks.HardNegativeMiner`); seeded per epoch, process and
-    batch.
+    batch. A row's N negatives are independent draws (a row may repeat an item); `setup` checks
+    that N <= the distinct items every user can draw (`check_training_negatives`: num_items,
+    popularity: the items with a training interaction, minus the user's training positives;
+    hard: also the pool's width).
     """
 
     def __init__(
@@ -356,6 +485,9 @@ class NegativeSamplingDataModule(RecDataModule):
         check_distribution(negative_distribution)
         self.num_negatives = num_negatives
         self.negative_distribution, self.negative_alpha = negative_distribution, negative_alpha
+
+    def training_negatives(self) -> tuple[int, str] | None:
+        return self.num_negatives, self.negative_distribution
 
     def train_dataloader(self) -> DataLoader:
         replicas, rank = self._world()

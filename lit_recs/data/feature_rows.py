@@ -109,7 +109,8 @@ class FeatureDataModule(RecDataModule):
         text_buckets: hash buckets of the `text` fields' words.
         multi_hot_weight: value of each element of a multi-hot field: `mean` (1/n) or `one`.
         num_negatives / negative_distribution / negative_alpha: top-N training negatives
-            (`uniform`, `popularity` ** alpha or `hard`, see NegativeSamplingDataModule).
+            (`uniform`, `popularity` ** alpha or `hard`, see NegativeSamplingDataModule): at most
+            the distinct items every user can draw, checked at `setup` (`check_training_negatives`).
     """
 
     min_negatives = 1
@@ -174,6 +175,16 @@ class FeatureDataModule(RecDataModule):
         spec = f"{super().fingerprint}|{self.task}|{self.label_threshold}|{self.field_spec}|" \
                f"{self.multi_hot_weight}"
         return hashlib.sha256(spec.encode()).hexdigest()[:16]
+
+    @property
+    def sampled_protocol(self) -> str | None:
+        """The sampled protocol ranks for `topn` only (ctr and rating evaluate labelled rows)."""
+        return super().sampled_protocol if self.task == "topn" else None
+
+    def training_negatives(self) -> tuple[int, str] | None:
+        if self.task != "topn" or self.num_negatives <= 0:
+            return None
+        return self.num_negatives, self.negative_distribution
 
     def label_mean(self) -> float | None:
         """Mean training label (ctr, rating): where models start their global bias."""

@@ -4,6 +4,13 @@ Negatives never include a user's positives: candidates are drawn for the whole b
 item distribution, checked against the positives' (user * num_items + item) keys (a dense bool table
 of every (user, item) cell when it fits in DENSE_CELLS, else one `searchsorted` over the sorted
 keys), and only the rejected ones are redrawn.
+
+Rows: training draws a row's n negatives independently (`sample(distinct=False)`: with
+replacement, so a row may repeat an item, as BPR / NCF samplers do and as two-tower's logQ
+correction assumes); the sampled protocol draws n distinct ones (`distinct=True`). Either way the
+DataModules check before drawing that n <= `drawable`, the distinct items a user can draw (the
+distribution's support minus the user's positives), for every user: past it every training row
+of that user would repeat items, and the protocol could not be drawn at all.
 """
 
 from __future__ import annotations
@@ -130,6 +137,82 @@ class NegativeSampler:
         return neg
 
 
+def support(positives: sp.csr_matrix, distribution: str = "uniform") -> int:
+    """How many items a draw can return before rejection: all I for uniform (and hard, whose
+    rejected draws fall back to the uniform), the items with at least one interaction in
+    `positives` for popularity (the others have probability 0). O(1), popularity O(nnz)."""
+    if distribution != "popularity":
+        return positives.shape[1]
+    return int(np.count_nonzero(np.bincount(positives.indices, minlength=positives.shape[1])))
+
+
+def drawable(
+    positives: sp.csr_matrix, distribution: str = "uniform", items: int | None = None
+) -> np.ndarray:
+    """[U] distinct items each user can draw as negatives: the distribution's `support` (`items`
+    when already counted) minus the user's positives (`positives`: [U, I] 0/1 CSR; the support
+    holds every positive). O(U) from the CSR's indptr (+ O(nnz) for popularity's support)."""
+    if not positives.has_canonical_format:  # duplicates would count twice
+        positives = positives.copy()
+        positives.sum_duplicates()
+    if items is None:
+        items = support(positives, distribution)
+    return items - np.diff(positives.indptr).astype(np.int64)  # [U]
+
+
+def check_drawable(
+    option: str,
+    n: int,
+    available: np.ndarray,
+    source: str,
+    rule: str,
+    hint: str = "",
+    ids: np.ndarray | None = None,
+) -> None:
+    """Raises a ValueError naming `option`, its limit min(available) and the users short of `n`.
+
+    available: [U] distinct items each user can draw (see `drawable`); source: what is drawn
+    (e.g. "training negatives"); rule: how `available` is counted, for the message; ids: the raw
+    user ids (by index), to name the user in the message. Vectorised: O(U), no loop over users.
+    """
+    short = available < n  # [U]
+    if not short.any():
+        return
+    user = int(np.argmin(available))
+    limit = max(int(available[user]), 0)
+    raw = f" (id {ids[user]})" if ids is not None and len(ids) > user else ""
+    raise ValueError(
+        f"{option}={n} is more than users can draw as {source}: {int(short.sum())} of "
+        f"{len(available)} users have fewer than {n} items to draw ({rule}); the fewest: user "
+        f"{user}{raw} with {limit}. The limit is {option} <= {limit}{hint}"
+    )
+
+
+def check_eval_negatives(
+    all_positives: sp.csr_matrix,
+    n: int,
+    distribution: str = "uniform",
+    users: np.ndarray | None = None,
+    protocol: str | None = None,
+    ids: np.ndarray | None = None,
+) -> None:
+    """The sampled protocol's limit, checked before drawing: each user needs n distinct items
+    never interacted with in `all_positives` (the whole log), i.e. n <= support - the user's
+    interactions, for every user drawn for (`users`, default all; `ids`: raw user ids by index,
+    for the message)."""
+    items = support(all_positives, distribution)
+    available = drawable(all_positives, distribution, items)  # [U]
+    if users is not None:
+        available = available[users]
+        ids = None if ids is None else ids[users]
+    pool = f"all {items} items" if distribution != "popularity" else \
+        f"the {items} items with an interaction in the log (popularity draws no other)"
+    name = "the sampled protocol" + (f" ({protocol})" if protocol else "")
+    check_drawable("sampled_negatives", n, available, f"distinct negatives of {name}",
+                   f"{pool} minus the user's interactions in the whole log",
+                   "; 0 turns the protocol off", ids)
+
+
 def _repeats(x: np.ndarray) -> np.ndarray:
     """bool [B, N]: True where the value already occurs earlier in the row (by sort order)."""
     order = np.argsort(x, axis=1, kind="stable")  # [B, N]
@@ -151,7 +234,9 @@ def eval_negatives(
     """The sampled protocol's fixed candidates: n distinct items per user never interacted with.
 
     Drawn once from `seed` (identical for every model); popularity counts from `all_positives`.
+    Checked first (`check_eval_negatives`): a user with fewer than n such items raises at once.
     """
+    check_eval_negatives(all_positives, n, distribution, users)
     sampler = NegativeSampler(all_positives, distribution)
     return sampler.sample(users, n, np.random.default_rng(seed), distinct=True)  # [len(users), n]
 

@@ -2,12 +2,16 @@
 
 All three parts share the id space of the input (no re-indexing), so a user or item index means the
 same thing in each. Every split is a partition of the rows: no interaction is in two parts.
+
+Decisions the data leaves to file order (time ties that decide a held-out event, no time at all) are
+raised as `UserWarning`s with counts and kept on `Split.warnings` for the run's records.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,14 +25,28 @@ class Split:
     train: Interactions
     val: Interactions
     test: Interactions
+    warnings: list[str] = field(default_factory=list)  # data decisions the split warned about
 
     def describe(self) -> str:
         return f"train {len(self.train):,} / val {len(self.val):,} / test {len(self.test):,}"
 
 
-def _by_part(inter: Interactions, part: np.ndarray) -> Split:
-    """part [n] in {0, 1, 2} -> Split."""
-    return Split(*(inter.select(part == p) for p in range(3)))
+def _by_part(inter: Interactions, part: np.ndarray, notes: list[str] | None = None) -> Split:
+    """part [n] in {0, 1, 2} -> Split, carrying the warnings `notes`."""
+    return Split(*(inter.select(part == p) for p in range(3)), warnings=list(notes or []))
+
+
+def _warn(notes: list[str]) -> list[str]:
+    """Raise each note as a UserWarning (shown once per text) and return them for `Split`."""
+    for text in notes:
+        warnings.warn(text, UserWarning, stacklevel=3)
+    return notes
+
+
+def _share(k: int, n: int, who: str) -> str:
+    """'415 of 943 users (44.0%)'."""
+    share = f"{k / n:.1%}" if k / n >= 0.001 else "<0.1%"
+    return f"{k:,} of {n:,} {who} ({share})"
 
 
 def _rank_within_user(inter: Interactions, order: np.ndarray) -> np.ndarray:
@@ -44,7 +62,8 @@ def leave_one_out(inter: Interactions) -> Split:
     """Temporal leave-one-out: each user's last event -> test, second-to-last -> validation.
 
     Time ties keep file order (stable sort). Users with 2 events give one to test and none to
-    validation; users with 1 event keep it in training (counts logged).
+    validation; users with 1 event keep it in training (counts logged). Warns (see `_loo_notes`)
+    when file order decided a held-out event: no timestamps, all equal, or ties at the boundaries.
     """
     order = inter.time_order()  # [n] by (user, time)
     rank = _rank_within_user(inter, order)  # [n]
@@ -57,7 +76,45 @@ def leave_one_out(inter: Interactions) -> Split:
     if n1 or n2:
         log.info("%s leave-one-out: %d users with 1 event (train only), %d with 2 (no validation)",
                  inter.name, n1, n2)
-    return _by_part(inter, part)
+    return _by_part(inter, part, _warn(_loo_notes(inter, order, n)))
+
+
+def _loo_notes(inter: Interactions, order: np.ndarray, n: np.ndarray) -> list[str]:
+    """What file order decided in a leave-one-out split (order [n] by (user, time), n [U] counts).
+
+    No timestamps: time is file order by design (a log of sequences), so the rule is stated
+    plainly. All timestamps equal: one note (ties everywhere, so no per-user counts). Otherwise
+    the users whose last two events tie (file order picks the test event among them) and whose
+    second- and third-to-last tie (file order picks the validation event). O(n + U), no loops.
+    """
+    name, n_test, n_val = inter.name, int((n >= 2).sum()), int((n >= 3).sum())
+    if n_test == 0:
+        return []
+    if inter.timestamps is None:
+        return [f"{name} leave-one-out: no timestamps, so time is file order: each user's last "
+                f"event in the file is the test event ({n_test:,} users) and the one before it "
+                f"the validation event ({n_val:,} users)"]
+    ts = inter.timestamps
+    if ts.min() == ts.max():
+        return [f"{name} leave-one-out: all {len(inter):,} timestamps are identical; each user's "
+                f"last events in file order were held out ({n_test:,} test, {n_val:,} validation)"]
+    t = ts[order]  # [n] by (user, time)
+    end = np.cumsum(n) - 1  # [U] position of each user's last event in `order`
+    e2, e3 = end[n >= 2], end[n >= 3]
+    tie_test = int((t[e2] == t[e2 - 1]).sum())
+    tie_val = int((t[e3 - 1] == t[e3 - 2]).sum())
+    n_any = int((n >= 1).sum())
+    notes = []
+    if tie_test:
+        who = "users" if n_test == n_any else "users with 2+ events"
+        notes.append(f"{name} leave-one-out: {_share(tie_test, n_test, who)} have their last two "
+                     "events at the same timestamp: file order decides which is the test event")
+    if tie_val:
+        who = "users" if n_val == n_any else "users with 3+ events"
+        notes.append(f"{name} leave-one-out: {_share(tie_val, n_val, who)} have their second- and "
+                     "third-to-last events at the same timestamp: file order decides which is "
+                     "the validation event")
+    return notes
 
 
 def _ratio_counts(n: np.ndarray, ratios: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -91,13 +148,46 @@ def random_split(
     return _by_part(inter, part.astype(np.int8))
 
 
-def _cut(inter: Interactions, order: np.ndarray, ratios: tuple[float, float, float]) -> Split:
+def _cut_points(n: int, ratios: tuple[float, float, float]) -> tuple[int, int]:
+    return int(round(ratios[0] * n)), int(round((ratios[0] + ratios[1]) * n))
+
+
+def _cut(inter: Interactions, order: np.ndarray, ratios: tuple[float, float, float],
+         notes: list[str] | None = None) -> Split:
     """Rows visited in `order` [n]: the first share trains, the next validates, the rest tests."""
-    cut1 = int(round(ratios[0] * len(inter)))
-    cut2 = int(round((ratios[0] + ratios[1]) * len(inter)))
+    cut1, cut2 = _cut_points(len(inter), ratios)
     part = np.empty(len(inter), dtype=np.int8)
     part[order[:cut1]], part[order[cut1:cut2]], part[order[cut2:]] = 0, 1, 2
-    return _by_part(inter, part)
+    return _by_part(inter, part, notes)
+
+
+def _temporal_notes(inter: Interactions, t: np.ndarray, ratios: tuple[float, float, float]
+                    ) -> list[str]:
+    """Where file order decided a global time cut: t [n] the sorted timestamps. One note per run
+    of equal timestamps that a cut falls inside, with how many of its events went to each part."""
+    n = len(t)
+    cut1, cut2 = _cut_points(n, ratios)
+    names = ("train", "validation", "test")
+    if n and t[0] == t[-1]:
+        sizes = (cut1, cut2 - cut1, n - cut2)
+        kept = ", ".join(f"{k:,} {p}" for k, p in zip(sizes, names) if k)
+        return [f"{inter.name} temporal split: all {n:,} timestamps are identical; the split "
+                f"follows file order ({kept})"]
+    bounds = [0, cut1, cut2, n]
+    notes, done = [], set()
+    for cut in sorted({cut1, cut2}):
+        if not 0 < cut < n or t[cut - 1] != t[cut] or t[cut] in done:
+            continue
+        done.add(t[cut])
+        lo, hi = np.searchsorted(t, t[cut], "left"), np.searchsorted(t, t[cut], "right")
+        inside = [max(0, min(hi, bounds[p + 1]) - max(lo, bounds[p])) for p in range(3)]
+        parts = [p for k, p in zip(inside, names) if k]
+        put = ", ".join(f"{k:,} in {p}" for k, p in zip(inside, names) if k)
+        cuts = "cut falls" if len(parts) == 2 else "cuts fall"
+        notes.append(f"{inter.name} temporal split: the {'/'.join(parts)} {cuts} inside "
+                     f"{hi - lo:,} events at the same timestamp ({int(t[cut])}): file order put "
+                     f"{put}")
+    return notes
 
 
 def temporal_split(
@@ -107,7 +197,9 @@ def temporal_split(
     ratios = _check_ratios(ratios)
     if inter.timestamps is None:
         raise ValueError(f"{inter.name}: split='temporal' needs timestamps and the data has none")
-    return _cut(inter, np.argsort(inter.timestamps, kind="stable"), ratios)
+    order = np.argsort(inter.timestamps, kind="stable")  # [n]
+    notes = _temporal_notes(inter, inter.timestamps[order], ratios)
+    return _cut(inter, order, ratios, _warn(notes))
 
 
 def global_random_split(

@@ -177,7 +177,9 @@ class TwoTowerDataModule(FeatureDataModule):
 
     Args (besides FeatureDataModule's, whose `task` is `topn` or `ctr` here):
         history_length: L, the items of history the user tower reads (0 = none).
-        num_negatives: sampled negatives per row (0 allowed: in-batch softmax alone).
+        num_negatives: sampled negatives per row (0 allowed: in-batch softmax alone); at most
+            the distinct items every user can draw, checked at `setup` (see
+            NegativeSamplingDataModule).
         item_vectors: optional path of pre-computed item vectors (.npz / .parquet).
     """
 

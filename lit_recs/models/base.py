@@ -7,7 +7,8 @@ A model implements two hooks and little else:
 
 Training/validation/test/predict steps, optimizer wiring (LightningCLI callables) and metric logging
 live here once. Evaluation is full-catalogue ranking with seen items masked (`stage/metric@k`), and
-the sampled protocol beside it (`stage/sampled99/metric@k`) when the DataModule draws negatives.
+the sampled protocol beside it (`stage/sampled99/metric@k`; `stage/sampled99pop/...` when the
+negatives were drawn by popularity) when the DataModule draws negatives.
 
 Models that score field-encoded rows (FM, FFM, two-tower) also implement
 `score_rows(batch: FeatureBatch) -> Tensor [R]`; labelled evaluation rows (`FeatureDataModule`
@@ -32,6 +33,15 @@ from lit_recs.metrics import BinaryMetrics, RankingMetrics, RatingMetrics, slots
 
 def _adam(params: Any) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=1e-3)
+
+
+def check_top_k(top_k: Sequence[int], num_items: int) -> None:
+    """Every cut-off K must be >= 1 and, for ranking data, at most the catalogue's size: beyond it
+    precision@K and coverage@K are diluted by items that do not exist."""
+    bad = [k for k in top_k if int(k) < 1 or (num_items > 0 and int(k) > num_items)]
+    if not top_k or bad:
+        raise ValueError(f"top_k: every cut-off must be in [1, num_items={num_items:,}] (the "
+                         f"catalogue's size), got {list(top_k)}")
 
 
 class RecModule(LightningModule):
@@ -69,7 +79,7 @@ class RecModule(LightningModule):
             "val_ctr": BinaryMetrics(), "test_ctr": BinaryMetrics(),
             "val_rating": RatingMetrics(), "test_rating": RatingMetrics(),
         })
-        self._sampled_n: dict[str, int] = {}
+        self._sampled_key: dict[str, str] = {}  # stage -> e.g. sampled99, sampled100pop
 
     # ------------------------------------------------------------------ hooks
     def compute_loss(self, batch: Any) -> Tensor:
@@ -103,6 +113,10 @@ class RecModule(LightningModule):
         rows = torch.zeros(len(batch), self.num_items, device=batch.users.device)  # [B, I]
         rows[batch.seen[0], batch.seen[1]] = 1.0
         return rows
+
+    def setup(self, stage: str) -> None:
+        """Before any data is served: options that the data makes impossible fail here."""
+        check_top_k(self.top_k, self.num_items)
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
@@ -169,7 +183,7 @@ class RecModule(LightningModule):
         cand_scores[:, n:] = cand_scores[:, n:].masked_fill(~valid, float("-inf"))
         cand_targets = torch.cat([torch.zeros_like(batch.sampled, dtype=torch.bool), valid], 1)
         self.metrics[f"{stage}_sampled"].update(cand_scores, cand_targets, batch.weights)
-        self._sampled_n[stage] = n
+        self._sampled_key[stage] = batch.sampled_key or f"sampled{n}"
 
     def _evaluate_rows(self, batch: FeatureBatch, stage: str) -> None:
         """Labelled rows: AUC / LogLoss of click logits, or RMSE / MAE of predicted ratings."""
@@ -183,18 +197,28 @@ class RecModule(LightningModule):
     def _log_metrics(self, stage: str) -> None:
         for key in (f"{stage}_ctr", f"{stage}_rating"):
             if self.metrics[key].update_called:
-                self.log_dict({f"{stage}/{k}": v.float() for k, v in self.metrics[key].compute()
-                               .items()})
+                self._log_values({f"{stage}/{k}": v.float()
+                                  for k, v in self.metrics[key].compute().items()})
                 self.metrics[key].reset()
         for key, prefix in ((stage, stage), (f"{stage}_sampled", None)):
             metric = self.metrics[key]
             if not metric.update_called:
                 continue
             if prefix is None:
-                prefix = f"{stage}/sampled{self._sampled_n.get(stage, 0)}"
-            values = metric.compute()
-            self.log_dict({f"{prefix}/{k}": v.float() for k, v in values.items()})
+                prefix = f"{stage}/{self._sampled_key.get(stage, 'sampled')}"
+            values = {f"{prefix}/{k}": v.float() for k, v in metric.compute().items()}
+            self._log_values(values)
             metric.reset()
+
+    def _log_values(self, values: dict[str, Tensor]) -> None:
+        """Logs epoch-level metrics; the one that checkpointing watches also goes to the progress
+        bar (its value after each validation, beside the training loss)."""
+        ckpt = self._trainer.checkpoint_callback if self._trainer is not None else None
+        monitor = getattr(ckpt, "monitor", None)
+        shown = {k: v for k, v in values.items() if k == monitor}
+        self.log_dict({k: v for k, v in values.items() if k not in shown})
+        if shown:
+            self.log_dict(shown, prog_bar=True)
 
     def validation_step(self, batch: EvalBatch | FeatureBatch, batch_idx: int) -> None:
         self._evaluate_any(batch, "val")
@@ -242,8 +266,22 @@ class ClosedFormModule(RecModule):
         with torch.no_grad():
             self.fit_interactions(datamodule.train)
 
+    @property
+    def automatic_optimization(self) -> bool:
+        return False  # no loss to optimise: the one training step below is the model's own
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        # Lightning counts optimizer steps (global_step) and checkpoints only after one: the fit
+        # is one step of an optimizer with nothing to optimise (an empty tensor, learning rate 0).
+        return torch.optim.SGD([torch.zeros(0, requires_grad=True)], lr=0.0)
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        self.optimizers().step()  # the fit happened in on_fit_start; this marks the step done
+
     def compute_loss(self, batch: Any) -> None:  # type: ignore[override]
         return None  # nothing to optimise
 
-    def on_train_epoch_end(self) -> None:
-        self.trainer.should_stop = True  # one epoch (and its validation) is the whole fit
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # The fit is done: after this first batch (a no-op) Lightning validates and stops, instead
+        # of building a whole epoch of training batches that nothing uses.
+        self.trainer.should_stop = True

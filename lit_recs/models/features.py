@@ -86,6 +86,7 @@ class FeatureModule(RecModule):
 
     # ------------------------------------------------------------------ feature tables
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         features = getattr(getattr(self.trainer, "datamodule", None), "features", None)
         if isinstance(features, FeatureTables):
             self.attach_features(features)

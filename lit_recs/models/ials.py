@@ -117,6 +117,7 @@ class IALS(RecModule):
         return (observed - 1).square().sum() + self.alpha0 * everything + reg_u + reg_i
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         if stage == "fit":
             self.trainer.limit_train_batches = 1  # one sweep per epoch, then validation
 

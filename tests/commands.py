@@ -1,0 +1,39 @@
+"""Running the installed `lit-recs` command as a user does, and a callback that sends the run a
+real signal mid-epoch (a plain module, not a test file: `from commands import ...`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+def lit_recs(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The console script in a subprocess (cwd: the repository); this folder is importable there,
+    so `--trainer.callbacks+=commands.SignalAt` works."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+    env.pop("LIT_RECS_RUN_DIR", None)
+    script = Path(sys.executable).parent / "lit-recs"
+    return subprocess.run([str(script), *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+class SignalAt(Callback):
+    """os.kill(own pid, signum) after training batch `batch` of epoch `epoch` (0-based): a signal
+    in the middle of an epoch, delivered to the real process."""
+
+    def __init__(self, epoch: int = 1, batch: int = 2, signum: int = int(signal.SIGTERM)) -> None:
+        self.epoch, self.batch, self.signum = epoch, batch, signum
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: object,
+                           batch: object, batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), self.signum)
