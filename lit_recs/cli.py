@@ -372,9 +372,9 @@ def quiet_known_warnings() -> None:
     - Lightning 2.6's own call of a deprecated torch pytree check, printed once per stage; nothing
       a user can act on.
     """
-    warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-    warnings.filterwarnings("once", category=UserWarning)
+    warnings.filterwarnings("once", category=UserWarning)  # first: each later filter goes before it
+    warnings.filterwarnings("ignore", message=r"(?s).*sync_dist=True")
+    warnings.filterwarnings("ignore", message=r"(?s).*isinstance\(treespec, LeafSpec\)")
 
 
 def run(args: list[str] | None = None) -> RecCLI:
