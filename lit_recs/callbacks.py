@@ -481,11 +481,26 @@ class HardNegativeMiner(Callback):
         elif self._pool is not None:
             trainer.datamodule.set_hard_negatives(self._pool)
 
+    def mined_width(self, num_items: int) -> int:
+        """Items per user that `mine` returns: ranks skip_top .. skip_top + pool_size - 1 of the
+        catalogue, at least 1."""
+        top = min(self.skip_top + self.pool_size, num_items)
+        return top - min(self.skip_top, top - 1)
+
+    def extra_width(self, mined: int) -> int:
+        """Uniform items `mix` adds to a pool of `mined` items: R / (mined + R) ~ uniform_share."""
+        return round(mined * self.uniform_share / (1.0 - self.uniform_share))
+
+    def pool_width(self, num_items: int) -> int:
+        """Items per user of the pools this miner hands the DataModule (mined + uniform)."""
+        mined = self.mined_width(num_items)
+        return mined + self.extra_width(mined)
+
     def mix(self, pool: np.ndarray, num_items: int) -> np.ndarray:
         """Hard pool [U, K] -> [U, K + R] with R uniform items, R / (K + R) ~ uniform_share;
         the same draws on every process (seeded by the global seed and the refresh count)."""
         self._refreshes += 1
-        extra = round(pool.shape[1] * self.uniform_share / (1.0 - self.uniform_share))
+        extra = self.extra_width(pool.shape[1])
         if extra == 0:
             return pool
         rng = np.random.default_rng([global_seed(0), self._refreshes])
@@ -500,7 +515,7 @@ class HardNegativeMiner(Callback):
         dataset = datamodule.scoring_dataset()
         sampler = EvalShardSampler(len(dataset), self.batch_size, world_size, rank)
         top = min(self.skip_top + self.pool_size, model.num_items)
-        k = top - min(self.skip_top, top - 1)  # the pool keeps >= 1 item
+        k = self.mined_width(model.num_items)  # the last k of the top ranks
         was_training = model.training
         model.eval()
         start = getattr(model, "_start_eval_epoch", None)

@@ -308,21 +308,16 @@ class RecDataModule(LightningDataModule):
 
     def _hard_pool_width(self) -> tuple[int | None, str]:
         """Items per user of the hard pool: the pool's own when set, else what the trainer's
-        HardNegativeMiner will mine (pool_size, capped by the catalogue after skip_top, plus its
-        uniform_share of easy items, as HardNegativeMiner.mine and mix size it)."""
+        hard-negative miner will hand over (its `pool_width`)."""
         if self.hard_negatives is not None:
             return self.hard_negatives.shape[1], "the current pool"
         trainer = getattr(self, "trainer", None)
         for cb in getattr(trainer, "callbacks", None) or []:
-            size = getattr(cb, "pool_size", None)
-            if getattr(cb, "mines_hard_negatives", False) and isinstance(size, int):
-                skip, share = getattr(cb, "skip_top", 0), getattr(cb, "uniform_share", 0.0)
-                top = min(skip + size, self.num_items)
-                hard = top - min(skip, top - 1)
-                extra = round(hard * share / (1.0 - share))
-                return hard + extra, f"HardNegativeMiner pool_size={size}" + (
-                    f", skip_top={skip}" if skip else "") + (
-                    f", uniform_share={share}" if extra else "")
+            if getattr(cb, "mines_hard_negatives", False) and hasattr(cb, "pool_width"):
+                width, mined = cb.pool_width(self.num_items), cb.mined_width(self.num_items)
+                return width, f"HardNegativeMiner pool_size={cb.pool_size}" + (
+                    f", skip_top={cb.skip_top}" if cb.skip_top else "") + (
+                    f", uniform_share={cb.uniform_share}" if width > mined else "")
         return None, ""
 
     def train_seed(self) -> int:
@@ -392,11 +387,10 @@ class RecDataModule(LightningDataModule):
         if self.sampled_protocol is None:
             return None
         if self._sampled is None:
-            self.check_sampled_negatives()  # before drawing
-            everything = self.data.binary_csr()
             users = np.arange(self.num_users)
-            self._sampled = eval_negatives(
-                everything, users, self.sampled_negatives, self.sampled_distribution, self.seed
+            self._sampled = eval_negatives(  # checked there first, the message naming the protocol
+                self.data.binary_csr(), users, self.sampled_negatives, self.sampled_distribution,
+                self.seed, protocol=self.sampled_protocol, ids=self.data.user_ids,
             )
         return self._sampled
 

@@ -230,13 +230,16 @@ def eval_negatives(
     n: int,
     distribution: str = "uniform",
     seed: int = 0,
+    protocol: str | None = None,
+    ids: np.ndarray | None = None,
 ) -> np.ndarray:
     """The sampled protocol's fixed candidates: n distinct items per user never interacted with.
 
     Drawn once from `seed` (identical for every model); popularity counts from `all_positives`.
-    Checked first (`check_eval_negatives`): a user with fewer than n such items raises at once.
+    Checked first (`check_eval_negatives`; `protocol` and the raw user `ids` name the protocol and
+    the user in its message): a user with fewer than n such items raises at once.
     """
-    check_eval_negatives(all_positives, n, distribution, users)
+    check_eval_negatives(all_positives, n, distribution, users, protocol, ids)
     sampler = NegativeSampler(all_positives, distribution)
     return sampler.sample(users, n, np.random.default_rng(seed), distinct=True)  # [len(users), n]
 
