@@ -30,6 +30,7 @@ from torch import Tensor
 
 from lit_recs.data.datamodules import global_seed
 from lit_recs.data.sampling import EvalShardSampler
+from lit_recs.metrics import exclude_seen
 from lit_recs.runtime import hold_freed_memory, release_free_heap
 
 
@@ -67,8 +68,8 @@ def versions() -> dict[str, str]:
 
 class HeapPolicy(Callback):
     """The C heap during training: freed blocks are kept for reuse within an epoch
-    (`lit_recs.runtime.hold_freed_memory`, set when fitting starts; NeuMF's CPU epoch 0.26 -> 0.17 s
-    at batch 8,192) and the free heap goes back to the OS after every training epoch
+    (`lit_recs.runtime.hold_freed_memory`, set when fitting starts: faster CPU epochs, see the
+    README's Speed section) and the free heap goes back to the OS after every training epoch
     (`lit_recs.runtime.release_free_heap`, which bounds the memory kept). The CLI adds it to every
     `fit`; add it to a Trainer of your own for the same CPU speed."""
 
@@ -429,8 +430,6 @@ class HardNegativeMiner(Callback):
     same [U, K] table. Works with any model whose `score(EvalBatch)` ranks the catalogue.
     """
 
-    mines_hard_negatives = True
-
     def __init__(self, pool_size: int = 50, every_n_epochs: int = 1, batch_size: int = 512,
                  skip_top: int = 0, uniform_share: float = 0.0) -> None:
         if pool_size < 1 or every_n_epochs < 1 or batch_size < 1 or skip_top < 0:
@@ -444,6 +443,19 @@ class HardNegativeMiner(Callback):
         self._pool: np.ndarray | None = None  # [U, K'] the pool in use
         self._pool_epoch = -1  # the epoch at whose end it was mined
         self._restored = False
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self.register(trainer.datamodule)
+
+    def register(self, datamodule: Any) -> None:
+        """Tells the DataModule the width of the pools to expect (it checks num_negatives)."""
+        width = self.pool_width(datamodule.num_items)
+        origin = f"HardNegativeMiner pool_size={self.pool_size}" + (
+            f", skip_top={self.skip_top}" if self.skip_top else "") + (
+            f", uniform_share={self.uniform_share}"
+            if width > self.mined_width(datamodule.num_items) else "")
+        datamodule.expect_hard_negatives(width, origin)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs:
@@ -518,20 +530,14 @@ class HardNegativeMiner(Callback):
         k = self.mined_width(model.num_items)  # the last k of the top ranks
         was_training = model.training
         model.eval()
-        start = getattr(model, "_start_eval_epoch", None)
-        if start is not None:
-            start()  # models that cache their item side for an evaluation epoch
         tops = []
         try:
-            for rows in sampler:
-                batch = move_data_to_device(dataset[rows], model.device)
-                scores = model.score(batch).float()  # [B, I]
-                scores[batch.seen[0], batch.seen[1]] = float("-inf")
-                tops.append(scores.topk(top, dim=1).indices[:, top - k :])  # [B, K]
+            with model.evaluation_pass():  # what the model precomputes for scoring, once
+                for rows in sampler:
+                    batch = move_data_to_device(dataset[rows], model.device)
+                    scores = exclude_seen(model.score(batch).float(), batch.seen)  # [B, I]
+                    tops.append(scores.topk(top, dim=1).indices[:, top - k :])  # [B, K]
         finally:
-            end = getattr(model, "_end_eval_epoch", None)
-            if end is not None:
-                end()
             model.train(was_training)
         mine = torch.cat(tops)  # [n, K] rows rank, rank + W, ... (padding rows last)
         if world_size > 1:

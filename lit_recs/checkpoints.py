@@ -110,7 +110,7 @@ def _damaged_entry(file: Path) -> str | None:
     """The first entry of a zip whose bytes fail their CRC, else None (also for no zip at all).
 
     torch does not check the CRCs: a flipped bit in a tensor loads silently as a wrong weight.
-    Reading the file once more costs about 0.1 s per 100 MB. Entries with CRC 0 (torch's
+    Reading the file once more is cheap next to loading it. Entries with CRC 0 (torch's
     `set_crc32_options(False)` writes no CRC) and compressed ones (not torch's) are skipped.
     """
     try:

@@ -5,9 +5,9 @@
     lit-recs test --config <run>/config.yaml --ckpt_path <run>/checkpoints/best.ckpt
 
 What this adds to LightningCLI:
-- `num_users` / `num_items` (and `num_features` / `num_fields` of field-encoded data,
-  `item_vector_dim` / `history_length` of two-tower data) are linked from the DataModule into the
-  model;
+- every size the data decides is linked from the DataModule into the model, never repeated in
+  two YAML files: `num_users` / `num_items`, `num_features` / `num_fields` (field-encoded data),
+  `item_vector_dim` / `history_length` (two-tower data), `max_len` (sequence data);
 - every run gets its own folder (`--trainer.default_root_dir`, default `runs/<model>-<time>`) that
   holds config.yaml, checkpoints/, results.json, the W&B files and predictions;
 - W&B runs offline, without prompting, when no credentials are configured; the run's config gets
@@ -150,6 +150,8 @@ class RecCLI(LightningCLI):
                               apply_on="instantiate")
         parser.link_arguments("data.history_length", "model.init_args.history_length",
                               apply_on="instantiate")
+        # sequence data (ClozeDataModule) -> BERT4Rec: the window length the data cuts
+        parser.link_arguments("data.max_len", "model.init_args.max_len", apply_on="instantiate")
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="after fit, test the best checkpoint (fit only)")
         parser.add_argument("--torch_num_threads", type=int | None, default=None,
@@ -236,7 +238,7 @@ class RecCLI(LightningCLI):
                 trainer.callbacks.append(EpochSummary(monitor, mode))
         hard = getattr(self.datamodule, "negative_distribution", None) == "hard"
         if self.subcommand == "fit" and hard and not any(
-            getattr(cb, "mines_hard_negatives", False) for cb in trainer.callbacks
+            isinstance(cb, HardNegativeMiner) for cb in trainer.callbacks
         ):
             trainer.callbacks.append(HardNegativeMiner())  # negatives from the last epoch's scores
         if self.subcommand == "predict" and not any(

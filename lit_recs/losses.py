@@ -1,16 +1,33 @@
-"""Losses as pure functions of scores.
+"""Losses as plain callables of scores; a model takes one as its `loss` argument.
 
-Sampled-negative losses: `loss(pos [B, 1] or [B], neg [B, N]) -> scalar` (`bce`, `bpr`, `hinge`,
-`sampled_softmax`); choose one in a config by import path:
-`--model.init_args.loss lit_recs.losses.bce`. `in_batch_softmax` takes the [B, C] logits of a batch
-of positive pairs against every candidate in it (two-tower retrieval).
+Three families, by what they read:
+
+- `PairLoss`: `loss(pos [B, 1] or [B], neg [B, N]) -> scalar`: `bce`, `bpr`, `hinge` / `Hinge`,
+  `sampled_softmax` (MF, NeuMF, two-tower with sampled negatives);
+- `InBatchSoftmax`: the [B, C] logits of a batch of positive pairs against every candidate in it
+  (two-tower retrieval; `in_batch_softmax` is its function);
+- `CatalogueLoss`: `loss(query [M, D], table [I, D], bias [I], labels [M]) -> scalar`, a softmax
+  over the item catalogue scored as query @ table.T + bias: `full_ce`, `SampledCE` (sequence
+  models).
+
+A config names a function by import path (`loss: lit_recs.losses.bce`) or a loss class with its
+arguments (`loss: {class_path: lit_recs.losses.Hinge, init_args: {margin: 0.5}}`). The aliases
+below are `Callable[..., Any]` on purpose: it is the type under which the config parser accepts
+both forms.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+PairLoss = Callable[..., Any]  # (pos [B, 1] or [B], neg [B, N]) -> scalar
+CatalogueLoss = Callable[..., Any]  # (query [M, D], table [I, D], bias [I], labels [M]) -> scalar
 
 
 def _columns(pos: Tensor) -> Tensor:
@@ -32,6 +49,16 @@ def bce(pos: Tensor, neg: Tensor) -> Tensor:
 def hinge(pos: Tensor, neg: Tensor, margin: float = 1.0) -> Tensor:
     """Pairwise hinge (triplet) loss: mean of max(0, margin - s_pos + s_neg)."""
     return F.relu(margin - _columns(pos) + neg).mean()  # [B, N] -> scalar
+
+
+class Hinge:
+    """`hinge` with a margin other than 1, for configs: `class_path: lit_recs.losses.Hinge`."""
+
+    def __init__(self, margin: float = 1.0) -> None:
+        self.margin = margin
+
+    def __call__(self, pos: Tensor, neg: Tensor) -> Tensor:
+        return hinge(pos, neg, self.margin)
 
 
 def sampled_softmax(pos: Tensor, neg: Tensor) -> Tensor:
@@ -67,3 +94,51 @@ def in_batch_softmax(
     hits[rows, targets] = False
     logits = logits.masked_fill(hits, float("-inf"))
     return F.cross_entropy(logits, targets)
+
+
+class InBatchSoftmax:
+    """`in_batch_softmax` as a model's loss, with how its candidate set is built.
+
+    Args:
+        logq_correction: subtract log of each candidate's expected count (the model computes it
+            from the data's sampling probabilities).
+        gather_across_devices: the candidates of every process (all_gather with gradients), not
+            only this process's batch.
+    """
+
+    def __init__(self, logq_correction: bool = False, gather_across_devices: bool = False) -> None:
+        self.logq_correction, self.gather_across_devices = logq_correction, gather_across_devices
+
+    def __call__(self, logits: Tensor, targets: Tensor, row_items: Tensor, column_items: Tensor,
+                 log_q: Tensor | None = None) -> Tensor:
+        return in_batch_softmax(logits, targets, row_items, column_items, log_q)
+
+
+def full_ce(query: Tensor, table: Tensor, bias: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy of a softmax over the whole catalogue: logits = query @ table.T + bias
+    [M, I], labels [M] item indices."""
+    return F.cross_entropy(torch.addmm(bias, query, table.T), labels)
+
+
+class SampledCE:
+    """Cross-entropy of a softmax over [target, K negatives]: the K negatives are drawn uniformly
+    and shared by the batch, their logits corrected by log Q (uniform Q: the same constant for
+    every negative, log(K / I)), and a negative equal to a row's target is masked out of that row.
+
+    For catalogues whose full [M, I] logits do not fit; with K << I it trains the same ranking.
+    """
+
+    def __init__(self, num_sampled: int = 1000) -> None:
+        if num_sampled < 1:
+            raise ValueError(f"SampledCE: num_sampled must be >= 1, got {num_sampled}")
+        self.num_sampled = num_sampled
+
+    def __call__(self, query: Tensor, table: Tensor, bias: Tensor, labels: Tensor) -> Tensor:
+        num_items = len(table)
+        negatives = torch.randint(0, num_items, (self.num_sampled,), device=query.device)  # [K]
+        pos = (query * table[labels]).sum(-1, keepdim=True) + bias[labels, None]  # [M, 1]
+        neg = query @ table[negatives].T + bias[negatives]  # [M, K]
+        neg = neg - math.log(self.num_sampled / num_items)  # log Q correction
+        neg = neg.masked_fill(negatives[None, :] == labels[:, None], float("-inf"))
+        logits = torch.cat([pos, neg], dim=1)  # [M, 1 + K]
+        return F.cross_entropy(logits, torch.zeros_like(labels))

@@ -2,7 +2,8 @@
 
 Evaluation is "a matmul and a count": the caller scores every item for a batch of users
 (``scores [B, I]``), sets the items that must not be ranked (seen in training, not a candidate)
-to ``-inf``, and passes the held-out relevant items as a boolean mask (``targets [B, I]``).
+to ``-inf`` (`exclude_seen`), and passes the held-out relevant items as (row, item) pairs
+(``targets [2, T]``, as `EvalBatch` holds them; a bool mask ``[B, I]`` is accepted too).
 No Python loop runs over users or items.
 
 Tie policy (pessimistic)
@@ -46,12 +47,35 @@ from torch import Tensor
 METRIC_NAMES = ("hr", "recall", "ndcg", "mrr", "precision")
 
 
+def as_pairs(targets: Tensor) -> Tensor:
+    """Targets as (row, item) pairs [2, T] sorted by row then item: a bool mask [B, I] is
+    converted once; pairs (what `EvalBatch.targets` holds) pass through."""
+    if targets.dtype == torch.bool:
+        return torch.stack(targets.nonzero(as_tuple=True)) if targets.dim() == 2 else \
+            targets.new_zeros(2, 0, dtype=torch.long)  # row-major: items ascend per row
+    return targets
+
+
+def exclude_seen(scores: Tensor, seen: Tensor, keep: Tensor | None = None) -> Tensor:
+    """A copy of scores [B, I] with the (row, item) pairs `seen` [2, S] at -inf, except the pairs
+    `keep` [2, T] (held-out targets are never excluded, even when also seen)."""
+    if not seen.numel():
+        return scores
+    kept = None if keep is None or not keep.numel() else scores[keep[0], keep[1]]  # [T]
+    minus_inf = torch.tensor(float("-inf"), device=scores.device, dtype=scores.dtype)
+    scores = scores.index_put((seen[0], seen[1]), minus_inf)  # copy, [B, I]
+    if kept is not None:
+        scores[keep[0], keep[1]] = kept
+    return scores
+
+
 def target_slots(targets: Tensor) -> tuple[Tensor, Tensor]:
     """Item indices of each row's targets, ascending, left-aligned and padded to T = max targets.
 
-    Returns ``(index [B, T] long, valid [B, T] bool)``; padded slots hold index 0, valid False.
+    targets: bool mask [B, I]. Returns ``(index [B, T] long, valid [B, T] bool)``; padded slots
+    hold index 0, valid False.
     """
-    rows, cols = targets.nonzero(as_tuple=True)  # [N], [N], row-major so cols ascend per row
+    rows, cols = as_pairs(targets)  # row-major, so cols ascend per row
     return slots_from_pairs(rows, cols, targets.shape[0])
 
 
@@ -77,13 +101,14 @@ def _positions_single(scores: Tensor, index: Tensor) -> Tensor:
     return (scores >= s_t).sum(1, keepdim=True, dtype=torch.int32).long() - 1  # [B, 1]
 
 
-def _nontargets_at_or_above(scores: Tensor, targets: Tensor, s_t: Tensor) -> Tensor:
+def _nontargets_at_or_above(scores: Tensor, pairs: Tensor, s_t: Tensor) -> Tensor:
     """Number of non-target items with score >= each target score. s_t [B, T] -> [B, T]."""
-    masked = scores.masked_fill(targets, float("inf"))  # [B, I]; +inf is never < s_t
+    inf = torch.tensor(float("inf"), device=scores.device, dtype=scores.dtype)
+    masked = scores.index_put((pairs[0], pairs[1]), inf)  # [B, I]; +inf is never < s_t
     ascending = masked.sort(1).values  # [B, I]
     below = torch.searchsorted(ascending, s_t.contiguous(), side="left")  # [B, T] non-targets < s_t
-    n_nontargets = (~targets).sum(1, keepdim=True)  # [B, 1]
-    return n_nontargets - below  # [B, T]
+    n_targets = torch.bincount(pairs[0], minlength=len(scores))[:, None]  # [B, 1]
+    return scores.shape[1] - n_targets - below  # [B, T]
 
 
 def _rank_among_targets(s_t: Tensor, valid: Tensor) -> Tensor:
@@ -94,10 +119,10 @@ def _rank_among_targets(s_t: Tensor, valid: Tensor) -> Tensor:
     return torch.empty_like(order).scatter_(1, order, ranks)  # [B, T] inverse permutation
 
 
-def _positions_multi(scores: Tensor, targets: Tensor, index: Tensor, valid: Tensor) -> Tensor:
+def _positions_multi(scores: Tensor, pairs: Tensor, index: Tensor, valid: Tensor) -> Tensor:
     """General path: one sort of the non-target scores per row plus searchsorted. Returns [B, T]."""
     s_t = scores.gather(1, index)  # [B, T]
-    return _nontargets_at_or_above(scores, targets, s_t) + _rank_among_targets(s_t, valid)
+    return _nontargets_at_or_above(scores, pairs, s_t) + _rank_among_targets(s_t, valid)
 
 
 def target_positions(scores: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -105,19 +130,21 @@ def target_positions(scores: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
 
     Args:
         scores: ``[B, I]`` float scores, excluded items set to ``-inf``; must not contain NaN.
-        targets: ``[B, I]`` bool mask of relevant items.
+        targets: the relevant items: (row, item) pairs ``[2, T]`` sorted by row then item, or a
+            bool mask ``[B, I]``.
 
     Returns:
         ``(positions [B, T] long, valid [B, T] bool)`` with T the largest number of targets in a
         row; slot ``j`` of a row is its ``j``-th target in increasing item index; padded slots
         have ``valid == False`` and meaningless positions.
     """
-    index, valid = target_slots(targets)  # [B, T], [B, T]
+    pairs = as_pairs(targets)  # [2, N]
+    index, valid = slots_from_pairs(pairs[0], pairs[1], scores.shape[0])  # [B, T], [B, T]
     if index.shape[1] == 0:
         return index, valid
     if index.shape[1] == 1:
         return _positions_single(scores, index), valid
-    return _positions_multi(scores, targets, index, valid), valid
+    return _positions_multi(scores, pairs, index, valid), valid
 
 
 def _ideal_dcg(n_targets: Tensor, ks: Tensor) -> Tensor:
@@ -180,26 +207,30 @@ def topk_item_counts(scores: Tensor, counted: Tensor, ks: Sequence[int]) -> Tens
 
 def _check_inputs(
     scores: Tensor, targets: Tensor, weights: Tensor | None, num_items: int | None
-) -> Tensor:
-    """Validate update() arguments; returns the weights as float64 [B]."""
-    if scores.dim() != 2 or targets.shape != scores.shape:
-        raise ValueError(
-            f"scores and targets must both be [B, I]; got {tuple(scores.shape)} and "
-            f"{tuple(targets.shape)}"
-        )
-    if targets.dtype != torch.bool:
-        raise ValueError(f"targets must be a bool mask [B, I], got dtype {targets.dtype}")
+) -> tuple[Tensor, Tensor]:
+    """Validate update() arguments; returns the targets as pairs [2, T] and the weights as
+    float64 [B]."""
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be [B, I], got {tuple(scores.shape)}")
+    if targets.dtype == torch.bool and targets.shape != scores.shape:
+        raise ValueError(f"a targets mask must be [B, I] like the scores; got "
+                         f"{tuple(targets.shape)} and {tuple(scores.shape)}")
+    if targets.dtype != torch.bool and (targets.dim() != 2 or targets.shape[0] != 2
+                                        or targets.dtype != torch.long):
+        raise ValueError(f"targets must be (row, item) pairs [2, T] long or a bool mask [B, I], "
+                         f"got {tuple(targets.shape)} {targets.dtype}")
     if num_items is not None and scores.shape[1] != num_items:
         raise ValueError(f"scores has {scores.shape[1]} item columns but num_items={num_items}")
     if scores.numel() > 0 and torch.isnan(scores.amax()):  # amax propagates NaN, cheaper
         raise ValueError(
             "scores contain NaN; mark excluded items with -inf and check the model for NaN output"
         )
+    pairs = as_pairs(targets)
     if weights is None:
-        return torch.ones(scores.shape[0], dtype=torch.float64, device=scores.device)  # [B]
+        return pairs, torch.ones(scores.shape[0], dtype=torch.float64, device=scores.device)
     if weights.shape != scores.shape[:1]:
         raise ValueError(f"weights must be [B]={scores.shape[0]}, got {tuple(weights.shape)}")
-    return weights.to(torch.float64)  # [B]
+    return pairs, weights.to(torch.float64)  # [2, T], [B]
 
 
 class RankingMetrics(torchmetrics.Metric):
@@ -236,9 +267,10 @@ class RankingMetrics(torchmetrics.Metric):
             self.add_state("item_counts", default=counts, dist_reduce_fx="sum")
 
     def update(self, scores: Tensor, targets: Tensor, weights: Tensor | None = None) -> None:
-        """Add a batch: scores [B, I] float (-inf = excluded), targets [B, I] bool, weights [B]."""
-        weights = _check_inputs(scores, targets, weights, self.num_items)  # [B]
-        positions, valid = target_positions(scores, targets)  # [B, T], [B, T]
+        """Add a batch: scores [B, I] float (-inf = excluded), targets as (row, item) pairs [2, T]
+        (or a bool mask [B, I]), weights [B]."""
+        pairs, weights = _check_inputs(scores, targets, weights, self.num_items)  # [2, T], [B]
+        positions, valid = target_positions(scores, pairs)  # [B, T], [B, T]
         weights = weights * valid.any(1)  # [B]; rows without a target count as weight 0
         for name, values in per_user_metrics(positions, valid, self.ks).items():  # [B, nK]
             setattr(self, f"{name}_sum", getattr(self, f"{name}_sum") + weights @ values)  # [nK]

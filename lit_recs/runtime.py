@@ -1,10 +1,12 @@
-"""Process-level helpers the CLI uses around a run."""
+"""Process-level helpers used around a run, and the only reads of Lightning's private state
+(`writes_logs_now`, `uses_distributed_sampler`): one place to update for a new Lightning."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import sys
+from typing import Any
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
@@ -24,10 +26,9 @@ def release_free_heap() -> bool:
     """Return the C heap's free memory to the OS (glibc's malloc_trim).
 
     Training allocates tensors of varying size (the logits at a batch's masked positions, say);
-    glibc keeps the freed blocks in a fragmented heap, and a BERT4Rec fit on ML-100K grew from 0.66
-    to 0.97 GB RSS over 20 epochs (0.73 GB when trimmed after each epoch, at no measurable cost;
-    lowering glibc's mmap threshold instead kept 0.59 GB but doubled the epoch time). Returns whether
-    memory was released (glibc on Linux only).
+    glibc keeps the freed blocks in a fragmented heap, and the resident memory of a long fit grows
+    epoch after epoch; trimming after each epoch bounds it at no measurable cost (lowering glibc's
+    mmap threshold instead is slower). Returns whether memory was released (glibc on Linux only).
     """
     libc = _glibc()
     return bool(libc.malloc_trim(0)) if libc is not None else False
@@ -39,8 +40,8 @@ def hold_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 
 
     A CPU training step allocates and frees the same few-MB activations and gradients every step.
     With glibc's defaults a freed block above the (adaptive) mmap threshold, or a free heap top above
-    the trim threshold, goes back to the OS, and the next step page-faults the same memory in again:
-    a third of a NeuMF step at batch 8,192 on this project's 2 cores. Here blocks below
+    the trim threshold, goes back to the OS, and the next step page-faults the same memory in again
+    (a large share of a big-batch CPU step: README, Speed). Here blocks below
     `mmap_threshold` come from the heap and up to `trim_threshold` bytes of free heap top are kept.
     Pair it with `release_free_heap` between epochs (the `HeapPolicy` callback does both), which
     bounds what is kept. Returns whether both settings were taken (glibc on Linux only).
@@ -50,3 +51,21 @@ def hold_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 
         return False
     return bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and \
         bool(libc.mallopt(M_TRIM_THRESHOLD, trim_threshold))
+
+
+def writes_logs_now(trainer: Any) -> bool:
+    """Whether the Trainer writes step logs after the current training step (every
+    `log_every_n_steps`), so that a model can skip `self.log` calls that would not be written.
+
+    The one place lit_recs reads Lightning's private state (its logger connector); True when it
+    cannot tell (no trainer, another Lightning version).
+    """
+    connector = getattr(trainer, "_logger_connector", None)
+    return connector is None or bool(connector.should_update_logs)
+
+
+def uses_distributed_sampler(trainer: Any) -> bool:
+    """Whether the Trainer wraps dataloaders in a DistributedSampler (its
+    `use_distributed_sampler` argument, kept only by its private accelerator connector)."""
+    connector = getattr(trainer, "_accelerator_connector", None)
+    return bool(getattr(connector, "use_distributed_sampler", False))

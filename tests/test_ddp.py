@@ -42,7 +42,7 @@ RUNS = {  # config, a metric that must be there, how many test metrics at least
     # negatives: the HardNegativeMiner gathers its pools across processes after the epoch
     "two-tower": (["--config", "conf/base.yaml", "--data", "conf/data/ml-100k-two-tower.yaml",
                    "--model", "conf/model/two_tower.yaml",
-                   "--model.init_args.gather_negatives_across_devices", "true",
+                   "--model.init_args.loss.init_args.gather_across_devices", "true",
                    "--data.init_args.num_negatives", "1",
                    "--data.init_args.negative_distribution", "hard"],
                   "test/sampled99/ndcg@10", 30),

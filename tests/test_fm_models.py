@@ -59,7 +59,7 @@ def test_ranking_needs_the_feature_tables(topn) -> None:
     batch = EvalBatch(users=torch.zeros(1, dtype=torch.long), weights=torch.ones(1),
                       seen=torch.zeros(2, 0, dtype=torch.long),
                       targets=torch.zeros(2, 0, dtype=torch.long))
-    with pytest.raises(RuntimeError, match="attach_features"):
+    with pytest.raises(RuntimeError, match="attach_data"):
         model.score(batch)
     wrong = FM(topn.num_users, topn.num_items, topn.num_features + 1, topn.num_fields)
     with pytest.raises(ValueError, match="features in"):

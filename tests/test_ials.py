@@ -41,9 +41,7 @@ def fitted_model(dim: int = 8) -> tuple[IALS, NegativeSamplingDataModule]:
 
 def test_each_sweep_lowers_the_objective() -> None:
     model, dm = fitted_model()
-    model.trainer = None
-    csr = dm.train.binary_csr().astype(np.float32)
-    model._x = (_to_torch(csr, torch.device("cpu")), _to_torch(csr.T.tocsr(), torch.device("cpu")))
+    model.attach_data(dm.model_inputs("fit"))
     losses = [float(model.loss())]
     for _ in range(4):
         model.sweep()

@@ -162,7 +162,7 @@ def test_loo_fast_path_agrees_with_multi_path():
         if index.shape[1] != 1:
             continue
         fast = _positions_single(s, index)
-        slow = _positions_multi(s, t, index, valid)
+        slow = _positions_multi(s, torch.stack(t.nonzero(as_tuple=True)), index, valid)
         assert torch.equal(fast[valid], slow[valid])
         for row in np.flatnonzero(targets.any(1)):
             assert fast[row, 0].item() == reference_positions(scores[row], targets[row])[0]
@@ -332,3 +332,21 @@ def test_bad_inputs_raise():
         metric.update(torch.zeros(2, 4), torch.ones(2, 4, dtype=torch.bool), torch.ones(3))
     with pytest.raises(ValueError, match="ks"):
         RankingMetrics(ks=(5, 5))
+
+
+def test_targets_as_pairs_give_the_metrics_of_the_mask():
+    """EvalBatch hands (row, item) pairs to RankingMetrics; a [B, I] mask must mean the same."""
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.randint(0, 4, (6, 9), generator=gen).float()  # many ties
+    scores[0, 2] = -math.inf
+    mask = torch.rand(6, 9, generator=gen) < 0.3
+    mask[4] = False  # a row without targets
+    pairs = torch.stack(mask.nonzero(as_tuple=True))  # [2, T] sorted by row then item
+    weights = torch.tensor([1.0, 1.0, 0.5, 1.0, 1.0, 0.0])
+    from_mask, from_pairs = RankingMetrics(KS, num_items=9), RankingMetrics(KS, num_items=9)
+    from_mask.update(scores, mask, weights)
+    from_pairs.update(scores, pairs, weights)
+    a, b = from_mask.compute(), from_pairs.compute()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match=r"pairs \[2, T\] long or a bool mask"):
+        from_pairs.update(scores, pairs.float(), weights)

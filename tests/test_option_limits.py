@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -173,15 +172,13 @@ def test_feature_and_two_tower_num_negatives_over_the_limit_fail_at_setup():
 def test_hard_num_negatives_over_the_pool_fail_at_setup():
     dm = NegativeSamplingDataModule(dataset=synthetic(), sampled_negatives=0, num_negatives=6,
                                     negative_distribution="hard")
-    dm.trainer = SimpleNamespace(callbacks=[HardNegativeMiner(pool_size=5)])
+    dm.setup("fit")  # the data alone does not know the pool's width
     with pytest.raises(ValueError, match=r"num_negatives=6 .*pool of 5 items \(HardNegativeMiner "
                                          r"pool_size=5\).* num_negatives <= 5\b"):
-        dm.setup("fit")
-    dm.trainer = SimpleNamespace(callbacks=[HardNegativeMiner(pool_size=6)])
-    dm.setup("fit")  # at the limit
+        HardNegativeMiner(pool_size=5).register(dm)  # the miner's setup hook, before any epoch
+    HardNegativeMiner(pool_size=6).register(dm)  # at the limit
     # with easy items mixed in the pool is wider: 4 hard + 4 uniform
-    dm.trainer = SimpleNamespace(callbacks=[HardNegativeMiner(pool_size=4, uniform_share=0.5)])
-    dm.setup("fit")
+    HardNegativeMiner(pool_size=4, uniform_share=0.5).register(dm)
     # a pool already set is what applies
     dm.set_hard_negatives(np.zeros((dm.num_users, 3), dtype=np.int64))
     with pytest.raises(ValueError, match=r"num_negatives=6 .*pool of 3 .*<= 3\b"):

@@ -65,7 +65,7 @@ def test_sparse_weights_survive_a_checkpoint_and_score_like_the_dense_product() 
     assert torch.equal(fresh.dense_weight(), model.dense_weight())
     dm.setup("test")
     batch = next(iter(dm.test_dataloader()))
-    expected = model.history(batch) @ model.dense_weight()  # [B, I]
+    expected = batch.seen_rows(model.num_items) @ model.dense_weight()  # [B, I]
     torch.testing.assert_close(fresh.score(batch), expected)
 
 
@@ -128,8 +128,8 @@ def test_gradient_training_with_proximal_steps_reaches_the_fista_solution() -> N
         opt.zero_grad()
         model.compute_loss(batch).backward()
         opt.step()
-        model.layer.proximal_step(lr * l1 / dm.num_users)
-    w = model.layer.weight.detach()
+        model.net.proximal_step(lr * l1 / dm.num_users)
+    w = model.net.weight.detach()
     assert torch.all(w >= 0) and torch.all(torch.diagonal(w) == 0)
     torch.testing.assert_close(w, target, atol=1e-3, rtol=0)
 
@@ -143,7 +143,7 @@ def test_gradient_slim_keeps_w_sparse_during_training() -> None:
     model = SLIMGradient(dm.num_users, dm.num_items, l1=100.0, l2=2.0,
                          optimizer=lambda p: torch.optim.Adam(p, lr=0.01))
     metrics = fit_and_test(model, dm, epochs=3)
-    w = model.layer.weight.detach()
+    w = model.net.weight.detach()
     assert torch.all(w >= 0) and torch.all(torch.diagonal(w) == 0)
     assert 0 < metrics["slim/nnz"] == float((w > 0).sum()) < w.numel() / 2
 

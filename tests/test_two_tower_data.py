@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from lit_recs.data.batches import EvalBatch, TowerBatch
+from lit_recs.data.tokens import PAD, item_tokens, token_items
 from lit_recs.data.two_tower import TwoTowerDataModule, read_item_vectors
 
 FIELDS = {"categorical": ["user_id", "item_id", "gender", "occupation", "age", "year"],
@@ -36,10 +37,10 @@ def test_training_histories_are_the_items_before_each_row() -> None:
         user, item = int(batch.users[b]), int(batch.items[b])
         log = user_log(dm, user)
         place = next(i for i, (_, it, _) in enumerate(log) if it == item)
-        want = [it + 1 for _, it, _ in log[max(0, place - 5) : place]]
-        got = [t for t in batch.history[b].tolist() if t > 0]
+        want = [item_tokens(it) for _, it, _ in log[max(0, place - 5) : place]]
+        got = [t for t in batch.history[b].tolist() if t != PAD]
         assert got == want  # right-aligned, most recent last, never the row's own item
-        assert batch.history[b, : 5 - len(want)].eq(0).all()
+        assert batch.history[b, : 5 - len(want)].eq(PAD).all()
 
 
 def test_histories_never_hold_held_out_items() -> None:
@@ -48,8 +49,8 @@ def test_histories_never_hold_held_out_items() -> None:
         set(zip(dm.splits.test.users.tolist(), dm.splits.test.items.tolist()))
     for batch in dm.train_dataloader():
         users = np.repeat(batch.users.numpy(), 50)
-        items = batch.history.numpy().reshape(-1) - 1
-        real = items >= 0
+        tokens = batch.history.numpy().reshape(-1)
+        items, real = token_items(tokens), tokens != PAD
         assert not set(zip(users[real].tolist(), items[real].tolist())) & held_out
 
 
@@ -62,8 +63,8 @@ def test_evaluation_reads_the_last_known_items() -> None:
         user = int(batch.users[b])
         rows = np.flatnonzero(known.users == user)
         order = sorted(rows.tolist(), key=lambda r: (known.timestamps[r], r))
-        want = [int(known.items[r]) + 1 for r in order[-4:]]
-        assert batch.sequences[b].tolist() == [0] * (4 - len(want)) + want
+        want = [item_tokens(int(known.items[r])) for r in order[-4:]]
+        assert batch.sequences[b].tolist() == [PAD] * (4 - len(want)) + want
 
 
 def test_ctr_rows_read_the_history_before_their_time() -> None:
@@ -77,8 +78,8 @@ def test_ctr_rows_read_the_history_before_their_time() -> None:
                              (dm.splits.val.items == int(batch.items[b])))[0]
         t = dm.splits.val.timestamps[row]
         before = [(ts, it) for ts, it, _ in user_log(dm, user) if ts < t]
-        want = [it + 1 for _, it in before[-3:]]
-        assert [x for x in batch.history[b].tolist() if x > 0] == want
+        want = [item_tokens(it) for _, it in before[-3:]]
+        assert [x for x in batch.history[b].tolist() if x != PAD] == want
         assert int(batch.context[b, 0]) == dm.features.fields[-1].offset + (t // 3600) % 24
 
 
@@ -128,6 +129,11 @@ def test_item_vectors_from_npz_and_parquet(tmp_path, caplog) -> None:
     pl.DataFrame({"item_id": raw[:-2], "vector": vectors}).write_parquet(tmp_path / "v.parquet")
     dm2 = topn(item_vectors=str(tmp_path / "v.parquet"))
     assert dm2.item_vector_dim == 3 and np.allclose(dm2.item_vectors, table)
+    # what the model receives: the vectors on every stage, the sampling probabilities when fitting
+    fit, test = dm2.model_inputs("fit"), dm2.model_inputs("test")
+    assert fit.item_vectors is dm2.item_vectors and test.item_vectors is dm2.item_vectors
+    assert set(fit.sampling_probabilities) == {"positives", "negatives"}
+    assert test.sampling_probabilities is None and test.features is dm2.features
     np.savez(tmp_path / "bad.npz", ids=ids)
     with pytest.raises(ValueError, match="bad.npz: needs arrays item_id and vectors"):
         read_item_vectors(str(tmp_path / "bad.npz"), dm.data)

@@ -35,6 +35,7 @@ import torch
 from clock import EpochClock  # experiments/benchmarks/clock.py
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
+from lit_recs import losses
 from lit_recs.callbacks import HeapPolicy
 from lit_recs.checkpoints import load_checkpoint
 from lit_recs.data.cloze import ClozeDataModule
@@ -125,10 +126,10 @@ def main() -> None:
                          mask_replace=args.mask_replace,
                          last_only_prob=args.last_only, window_stride=args.stride or None,
                          batch_size=args.batch_size, sampled_negatives=0)
-    model = BERT4Rec(dm.num_users, dm.num_items, max_len=50, dim=args.dim, layers=2,
-                     heads=args.heads,
-                     dropout=args.dropout, loss="sampled" if args.sampled else "full",
-                     num_sampled=max(args.sampled, 1), mask_seen=args.mask_seen,
+    model = BERT4Rec(dm.num_users, dm.num_items, max_len=dm.max_len, dim=args.dim, layers=2,
+                     heads=args.heads, dropout=args.dropout,
+                     loss=losses.SampledCE(args.sampled) if args.sampled else losses.full_ce,
+                     mask_seen=args.mask_seen,
                      optimizer=lambda p: optimizer(p, args.lr, args.weight_decay),
                      lr_scheduler=plateau(args.plateau, args.plateau_patience)
                      or linear_decay(args.decay))

@@ -20,8 +20,10 @@ from typing import Any
 import torch
 from clock import timed_fit  # experiments/benchmarks/clock.py
 
+from lit_recs import losses
 from lit_recs.data.two_tower import TwoTowerDataModule
 from lit_recs.models import TwoTower
+from lit_recs.nn.two_tower import TowerConfig
 
 RECBOLE_DSSM_S = 2.5  # s/epoch, ML-100K CTR, 2 CPU cores (PROTOCOLS.md)
 FIELDS = {"categorical": ["user_id", "item_id", "gender", "occupation", "age", "year"],
@@ -29,27 +31,30 @@ FIELDS = {"categorical": ["user_id", "item_id", "gender", "occupation", "age", "
 DSSM = {"embedding_dim": 16, "dim": 32, "user_hidden": [256, 128], "item_hidden": [256, 128],
         "temperature": 0.5}
 TOWER = {"embedding_dim": 32, "dim": 64, "user_hidden": [128], "item_hidden": [128],
-         "temperature": 0.2, "logq_correction": True}
-SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {  # name: (data, model)
+         "temperature": 0.2}
+LOGQ = losses.InBatchSoftmax(logq_correction=True)
+# name: (data, tower config, loss)
+SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any], losses.PairLoss | None]] = {
     "ctr": ({"task": "ctr", "split": "global_random", "batch_size": 2048,
-             "multi_hot_weight": "one"}, DSSM),
-    "in_batch": ({"text": ["title"]}, TOWER),
-    "in_batch_mixed": ({"text": ["title"], "num_negatives": 1}, TOWER),
-    "sampled_softmax": ({"text": ["title"], "num_negatives": 4},
-                        {**TOWER, "loss": "sampled_softmax", "logq_correction": False}),
-    "history_mean": ({"text": ["title"], "history_length": 20}, {**TOWER, "history": "mean"}),
-    "history_gru": ({"text": ["title"], "history_length": 20}, {**TOWER, "history": "gru"}),
+             "multi_hot_weight": "one"}, DSSM, None),
+    "in_batch": ({"text": ["title"]}, TOWER, LOGQ),
+    "in_batch_mixed": ({"text": ["title"], "num_negatives": 1}, TOWER, LOGQ),
+    "sampled_softmax": ({"text": ["title"], "num_negatives": 4}, TOWER, losses.sampled_softmax),
+    "history_mean": ({"text": ["title"], "history_length": 20}, {**TOWER, "history": "mean"},
+                     LOGQ),
+    "history_gru": ({"text": ["title"], "history_length": 20}, {**TOWER, "history": "gru"},
+                    LOGQ),
     "history_transformer": ({"text": ["title"], "history_length": 20},
-                            {**TOWER, "history": "transformer"}),
+                            {**TOWER, "history": "transformer"}, LOGQ),
 }
 
 
 def epoch_seconds(name: str, epochs: int) -> tuple[float, int]:
-    data, model = SETTINGS[name]
+    data, tower, loss = SETTINGS[name]
     data = {"split": "random", "batch_size": 1024, **FIELDS, **data}
     dm = TwoTowerDataModule(dataset="ml-100k", sampled_negatives=0, **data)
     m = TwoTower(dm.num_users, dm.num_items, dm.num_features, dm.num_fields,
-                 history_length=dm.history_length, **model,
+                 history_length=dm.history_length, tower=TowerConfig(**tower), loss=loss,
                  optimizer=lambda p: torch.optim.Adam(p, lr=1e-3, foreach=True))
     epoch_s, _ = timed_fit(m, dm, epochs)
     return statistics.median(epoch_s[1:]), len(dm.train)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from lit_recs.data.cloze import ClozeDataModule, history_tokens
+from lit_recs.data.tokens import item_tokens, vocabulary_size
 from lit_recs.models import BERT4Rec
 
 
@@ -42,7 +43,7 @@ def main() -> None:
     target[dm.splits.test.users] = dm.splits.test.items
     tokens = torch.from_numpy(history_tokens(known, window))  # [U, L], [mask] last
     with torch.no_grad():
-        scores = torch.cat([model.logits(model.encode(tokens[i:i + 256])[:, -1])
+        scores = torch.cat([model.net.logits(model.encode(tokens[i:i + 256])[:, -1])
                             for i in range(0, len(tokens), 256)])  # [U, I]
     top = scores.topk(10, 1).indices.numpy()  # [U, 10]
     in_window, older = np.zeros(len(top)), np.zeros(len(top))
@@ -65,10 +66,12 @@ def main() -> None:
             if k >= args.batches:
                 break
             at = batch.labels >= 0  # [B, L]
-            probs = torch.softmax(model.logits(model.encode(batch.tokens)[at]), -1)  # [M, I]
-            visible = torch.zeros(len(batch.tokens), dm.num_items + 2, dtype=torch.bool)
-            visible.scatter_(1, batch.tokens, True)  # [B, I + 2]: tokens are item + 1
-            visible = visible[:, 1:dm.num_items + 1][at.nonzero()[:, 0]]  # [M, I]
+            probs = torch.softmax(model.net.logits(model.encode(batch.tokens)[at]), -1)  # [M, I]
+            visible = torch.zeros(len(batch.tokens), vocabulary_size(dm.num_items),
+                                  dtype=torch.bool)
+            visible.scatter_(1, batch.tokens, True)  # [B, I + 2]: by token
+            items = slice(item_tokens(0), item_tokens(dm.num_items))  # the items' tokens
+            visible = visible[:, items][at.nonzero()[:, 0]]  # [M, I]
             mass.append((probs * visible).sum(1))
             share.append(visible.gather(1, probs.topk(10, 1).indices).float().mean(1))
     print(f"training masked positions: {torch.cat(mass).mean():.3f} of the probability and "

@@ -17,17 +17,17 @@ seeds="${SEEDS:-42 43 44}"
 common=(--config conf/base.yaml --trainer.enable_progress_bar false --trainer.logger false
         --torch_num_threads 1)  # one thread per run: two runs side by side on 2 cores
 tower=(--data conf/data/ml-100k-two-tower.yaml --model conf/model/two_tower.yaml)
-sampled=(--data.init_args.num_negatives 4 --model.init_args.logq_correction false)
-history=(--data.init_args.history_length 20 --model.init_args.history)
+sampled=(--data.init_args.num_negatives 4)  # a pairwise loss over 4 sampled negatives per row
+history=(--data.init_args.history_length 20 --model.init_args.tower.history)
 declare -A variant=(
-  [in_batch]="--model.init_args.logq_correction false"
+  [in_batch]="--model.init_args.loss.init_args.logq_correction false"
   [in_batch_logq_mixed]="--data.init_args.num_negatives 1"
-  [sampled_softmax]="${sampled[*]} --model.init_args.loss sampled_softmax"
-  [bce]="${sampled[*]} --model.init_args.loss bce"
-  [bpr]="${sampled[*]} --model.init_args.loss bpr"
-  [hinge]="${sampled[*]} --model.init_args.loss hinge"
-  [bpr_hard]="${sampled[*]} --model.init_args.loss bpr --data.init_args.negative_distribution hard"
-  [history_mean]="--data.init_args.history_length 20 --model.init_args.history mean"
+  [sampled_softmax]="${sampled[*]} --model.init_args.loss lit_recs.losses.sampled_softmax"
+  [bce]="${sampled[*]} --model.init_args.loss lit_recs.losses.bce"
+  [bpr]="${sampled[*]} --model.init_args.loss lit_recs.losses.bpr"
+  [hinge]="${sampled[*]} --model.init_args.loss lit_recs.losses.hinge"
+  [bpr_hard]="${sampled[*]} --model.init_args.loss lit_recs.losses.bpr --data.init_args.negative_distribution hard"
+  [history_mean]="--data.init_args.history_length 20 --model.init_args.tower.history mean"
   [ids_only]="--data.init_args.categorical [user_id,item_id] --data.init_args.multi_hot [] --data.init_args.text []"
 )
 fit() {  # section name seed args...

@@ -5,10 +5,12 @@
 Keys (default): task (topn | ctr), split (random; ctr: global_random), seed (0), feats (all | side
 | id: ids only; side: no title words), hl (history length 0), hist (none | mean | gru |
 transformer), neg (sampled negatives 0), nd (uniform), bs (1024; ctr 2048), loss
-(in_batch_softmax), logq (1), sim (cosine), temp (0.1), emb (32), dim (64), hidden (128: widths of
-both towers, comma separated, empty = linear), drop (0), lr (1e-3), wd (0), patience (5), epochs
-(60). Early stopping on val/ndcg@10 (ctr: val/auc); the test metrics of the best epoch are printed
-beside the validation score, for the record only: choices are made on validation.
+(in_batch_softmax | sampled_softmax | bce | bpr | hinge: a `lit_recs.losses` name), margin (hinge's,
+1), logq (1: in-batch softmax's logQ correction), sim (cosine), temp (0.1), emb (32), dim (64),
+hidden (128: widths of both towers, comma separated, empty = linear), drop (0), lr (1e-3), wd (0),
+patience (5), epochs (60). Early stopping on val/ndcg@10 (ctr: val/auc); the test metrics of the
+best epoch are printed beside the validation score, for the record only: choices are made on
+validation.
 """
 
 from __future__ import annotations
@@ -23,8 +25,22 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
+from lit_recs import losses
 from lit_recs.data.two_tower import TwoTowerDataModule
 from lit_recs.models import TwoTower
+from lit_recs.nn.two_tower import TowerConfig
+
+
+def loss_of(get) -> losses.PairLoss:
+    """The `loss` key as a `lit_recs.losses` callable (in-batch softmax with its logQ switch)."""
+    name = get("loss", "in_batch_softmax")
+    if name == "in_batch_softmax":
+        return losses.InBatchSoftmax(logq_correction=get("logq", 1, int) == 1)
+    if name == "hinge":
+        return losses.Hinge(get("margin", 1.0, float))
+    if name not in ("sampled_softmax", "bce", "bpr"):
+        raise SystemExit(f"loss={name}: one of in_batch_softmax, sampled_softmax, bce, bpr, hinge")
+    return getattr(losses, name)
 
 
 def main() -> None:
@@ -49,13 +65,13 @@ def main() -> None:
         batch_size=get("bs", 2048 if ctr else 1024, int), eval_batch_size=8192,
         sampled_negatives=0)
     hidden = [int(x) for x in get("hidden", "128").split(",") if x]
+    tower = TowerConfig(
+        embedding_dim=get("emb", 32, int), user_hidden=hidden, item_hidden=hidden,
+        dim=get("dim", 64, int), dropout=get("drop", 0.0, float), history=get("hist", "none"),
+        similarity=get("sim", "cosine"), temperature=get("temp", 0.1, float))
     model = TwoTower(
         dm.num_users, dm.num_items, dm.num_features, dm.num_fields,
-        history_length=dm.history_length, history=get("hist", "none"),
-        loss=get("loss", "in_batch_softmax"), logq_correction=get("logq", 1, int) == 1,
-        similarity=get("sim", "cosine"), temperature=get("temp", 0.1, float),
-        embedding_dim=get("emb", 32, int), dim=get("dim", 64, int), user_hidden=hidden,
-        item_hidden=hidden, dropout=get("drop", 0.0, float),
+        history_length=dm.history_length, tower=tower, loss=loss_of(get),
         optimizer=partial(torch.optim.Adam, lr=get("lr", 1e-3, float),
                           weight_decay=get("wd", 0.0, float)))
     monitor = "val/auc" if ctr else "val/ndcg@10"

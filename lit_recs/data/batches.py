@@ -29,7 +29,7 @@ class EvalBatch:
     protocol's fixed negatives and `sampled_key` names that protocol, the prefix of its metrics
     (`RecDataModule.sampled_protocol`: `sampled99` for 99 uniform negatives, `sampled100pop` for
     100 drawn by popularity). `sequences` (sequence DataModules only) holds each user's known
-    items as tokens (0 = padding, item + 1, last position = the [mask] token to predict).
+    items as tokens (`lit_recs.data.tokens`; the last position is the [mask] token to predict).
     """
 
     users: Tensor  # [B] long (padding rows: 0)
@@ -43,17 +43,11 @@ class EvalBatch:
     def __len__(self) -> int:
         return len(self.users)
 
-    def dense(self, pairs: Tensor, num_items: int) -> Tensor:
-        """(row, item) pairs [2, P] -> bool [B, I]."""
-        mask = torch.zeros(len(self), num_items, dtype=torch.bool, device=self.users.device)
-        mask[pairs[0], pairs[1]] = True  # [B, I]
-        return mask
-
-    def seen_mask(self, num_items: int) -> Tensor:
-        return self.dense(self.seen, num_items)  # [B, I]
-
-    def target_mask(self, num_items: int) -> Tensor:
-        return self.dense(self.targets, num_items)  # [B, I]
+    def seen_rows(self, num_items: int) -> Tensor:
+        """The users' known items as dense 0/1 rows [B, I] (what item-item models multiply)."""
+        rows = torch.zeros(len(self), num_items, device=self.users.device)  # [B, I]
+        rows[self.seen[0], self.seen[1]] = 1.0
+        return rows
 
 
 @dataclass
@@ -71,8 +65,8 @@ class RowBatch:
 class ClozeBatch:
     """Masked-item (Cloze) training sequences, right-aligned (padding on the left).
 
-    Tokens: 0 = padding, item index + 1 = an item, num_items + 1 = [mask]. `labels` holds the
-    original item index at every masked position and -1 elsewhere.
+    Tokens as `lit_recs.data.tokens` defines them (0 = padding, item + 1, [mask] last). `labels`
+    holds the original item index at every masked position and -1 elsewhere.
     """
 
     users: Tensor  # [B] long

@@ -4,8 +4,9 @@ Protocol `seq-loo`: the temporal leave-one-out split; a model reads each user's 
 history and predicts the held-out item at an appended [mask] position. Training sequences are built
 from the training split only, so they never contain a validation or test item.
 
-Tokens: 0 = padding, item index + 1 = an item, num_items + 1 = [mask]. Sequences are right-aligned
-in [B, L] (padding on the left) and keep the most recent items (truncated from the left).
+Tokens follow `lit_recs.data.tokens` (0 = padding, item index + 1 = an item, num_items + 1 =
+[mask]). Sequences are right-aligned in [B, L] (padding on the left) and keep the most recent items
+(truncated from the left).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from lit_recs.data.batches import ClozeBatch, EvalBatch
 from lit_recs.data.datamodules import EvalDataset, RecDataModule, Stage
 from lit_recs.data.interactions import Interactions
 from lit_recs.data.sampling import EpochBatchSampler
+from lit_recs.data.tokens import PAD, item_tokens, mask_token, token_items
 
 
 def windows(indptr: np.ndarray, max_len: int, stride: int | None) -> tuple[np.ndarray, np.ndarray,
@@ -43,12 +45,13 @@ def windows(indptr: np.ndarray, max_len: int, stride: int | None) -> tuple[np.nd
 
 def right_aligned(flat: np.ndarray, start: np.ndarray, length: np.ndarray, max_len: int
                   ) -> np.ndarray:
-    """Tokens [B, L]: flat[start:start+length] + 1 placed at the right end, 0 (padding) before."""
+    """Tokens [B, L]: the tokens of flat[start:start+length] placed at the right end, padding
+    before."""
     pos = np.arange(max_len)[None, :]  # [1, L]
     offset = pos - (max_len - length[:, None])  # [B, L], < 0 on the padding
     valid = offset >= 0
     idx = np.where(valid, start[:, None] + offset, 0)
-    return np.where(valid, flat[idx] + 1, 0)
+    return np.where(valid, item_tokens(flat[idx]), PAD)
 
 
 def cloze_mask(tokens: np.ndarray, num_items: int, rng: np.random.Generator, mask_prob: float,
@@ -57,7 +60,7 @@ def cloze_mask(tokens: np.ndarray, num_items: int, rng: np.random.Generator, mas
     per row; a share last_only_prob of rows masks only its last item. With `replace`, BERT's rule:
     of the masked positions 80% become [mask], 10% a random item, 10% stay. Returns (masked tokens,
     labels = item index at masked positions, -1 elsewhere)."""
-    valid = tokens > 0  # [B, L]
+    valid = tokens != PAD  # [B, L]
     picked = valid & (rng.random(tokens.shape) < mask_prob)
     keys = np.where(valid, rng.random(tokens.shape), -1.0)  # a random valid position per row
     one = np.zeros_like(picked)
@@ -66,16 +69,16 @@ def cloze_mask(tokens: np.ndarray, num_items: int, rng: np.random.Generator, mas
     last_only = rng.random(len(tokens)) < last_only_prob  # [B]
     picked[last_only] = False
     picked[last_only, -1] = valid[last_only, -1]
-    labels = np.where(picked, tokens - 1, -1)
+    labels = np.where(picked, token_items(tokens), -1)
     out = tokens.copy()
-    mask_token = num_items + 1
+    mask = mask_token(num_items)
     if replace:
         u = rng.random(tokens.shape)
-        random_items = rng.integers(1, num_items + 1, size=tokens.shape)
-        out = np.where(picked & (u < 0.8), mask_token, out)
+        random_items = item_tokens(rng.integers(0, num_items, size=tokens.shape))
+        out = np.where(picked & (u < 0.8), mask, out)
         out = np.where(picked & (u >= 0.8) & (u < 0.9), random_items, out)
     else:
-        out = np.where(picked, mask_token, out)
+        out = np.where(picked, mask, out)
     return out, labels
 
 
@@ -122,7 +125,7 @@ def history_tokens(known: Interactions, max_len: int) -> np.ndarray:
     indptr, flat = known.sequences()
     length = np.minimum(np.diff(indptr), max_len - 1)
     tokens = right_aligned(flat, indptr[1:] - length, length, max_len - 1)  # [U, L - 1]
-    mask = np.full((len(tokens), 1), known.num_items + 1)
+    mask = np.full((len(tokens), 1), mask_token(known.num_items))
     return np.concatenate([tokens, mask], axis=1).astype(np.int64)  # [U, L]
 
 
@@ -159,7 +162,7 @@ class ClozeDataModule(RecDataModule):
 
     @property
     def mask_token(self) -> int:
-        return self.num_items + 1
+        return mask_token(self.num_items)
 
     def _build_eval(self, stage: Stage) -> EvalDataset:
         base = super()._build_eval(stage)

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lit_recs.data.batches import EvalBatch, PairBatch, RowBatch
 from lit_recs.data.datasets.base import DataSource, resolve
+from lit_recs.data.inputs import ModelInputs
 from lit_recs.data.interactions import Interactions, binarize, deduplicate, k_core
 from lit_recs.data.sampling import (
     DISTRIBUTIONS,
@@ -33,6 +34,7 @@ from lit_recs.data.sampling import (
     support,
 )
 from lit_recs.data.splits import SPLITS, Split, split
+from lit_recs.runtime import uses_distributed_sampler
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +66,7 @@ def process_layout(trainer: object | None) -> tuple[int, int]:
     """(number of processes, this process's rank) for loaders that shard their rows themselves."""
     if trainer is None:
         return 1, 0
-    connector = getattr(trainer, "_accelerator_connector", None)
-    if trainer.world_size > 1 and getattr(connector, "use_distributed_sampler", False):
+    if trainer.world_size > 1 and uses_distributed_sampler(trainer):
         raise ValueError("lit_recs loaders shard themselves: run the Trainer with "
                          "use_distributed_sampler=False (conf/base.yaml sets it)")
     return trainer.world_size, trainer.global_rank
@@ -195,6 +196,7 @@ class RecDataModule(LightningDataModule):
         self._eval: dict[str, EvalDataset] = {}
         self._sampled: np.ndarray | None = None  # [U, N] the sampled protocol's negatives
         self.hard_negatives: np.ndarray | None = None  # [U, K] pool of negative_distribution=hard
+        self.hard_pool_promise: tuple[int, str] | None = None  # (width, by whom): see below
         self._train_sampler: NegativeSampler | None = None
 
     # ------------------------------------------------------------ data, lazily
@@ -252,6 +254,11 @@ class RecDataModule(LightningDataModule):
         suffix = {"uniform": "", "popularity": "pop"}[self.sampled_distribution]
         return f"sampled{self.sampled_negatives}{suffix}"
 
+    def model_inputs(self, stage: str) -> ModelInputs:
+        """What the model receives besides batches (`RecModule.attach_data`): the training split.
+        Subclasses add their own (feature tables, item vectors, ...)."""
+        return ModelInputs(train=self.train)
+
     # ------------------------------------------------------------ option limits
     def setup(self, stage: str | None = None) -> None:
         """Checks the options against the data before anything is drawn (`check_limits`)."""
@@ -307,18 +314,18 @@ class RecDataModule(LightningDataModule):
             )
 
     def _hard_pool_width(self) -> tuple[int | None, str]:
-        """Items per user of the hard pool: the pool's own when set, else what the trainer's
-        hard-negative miner will hand over (its `pool_width`)."""
+        """Items per user of the hard pool: the pool's own when set, else what the registered
+        miner promised (`expect_hard_negatives`)."""
         if self.hard_negatives is not None:
             return self.hard_negatives.shape[1], "the current pool"
-        trainer = getattr(self, "trainer", None)
-        for cb in getattr(trainer, "callbacks", None) or []:
-            if getattr(cb, "mines_hard_negatives", False) and hasattr(cb, "pool_width"):
-                width, mined = cb.pool_width(self.num_items), cb.mined_width(self.num_items)
-                return width, f"HardNegativeMiner pool_size={cb.pool_size}" + (
-                    f", skip_top={cb.skip_top}" if cb.skip_top else "") + (
-                    f", uniform_share={cb.uniform_share}" if width > mined else "")
-        return None, ""
+        return self.hard_pool_promise or (None, "")
+
+    def expect_hard_negatives(self, width: int, origin: str) -> None:
+        """A hard-negative miner (`lit_recs.callbacks.HardNegativeMiner`, at its `setup`) says it
+        will hand over pools of `width` items per user; `origin` names it and its options in
+        errors. The training negatives are checked against that width at once."""
+        self.hard_pool_promise = (width, origin)
+        self.check_training_negatives()
 
     def train_seed(self) -> int:
         """Seed of the training batches: the global seed when set (seed_everything), else `seed`."""
@@ -333,10 +340,8 @@ class RecDataModule(LightningDataModule):
         """
         self.check_training_negatives()
         if distribution == "hard":
-            trainer = getattr(self, "trainer", None)
-            callbacks = getattr(trainer, "callbacks", None) or []
-            if trainer is not None and not any(getattr(cb, "mines_hard_negatives", False)
-                                               for cb in callbacks):
+            miner = self.hard_pool_promise is not None or self.hard_negatives is not None
+            if self.trainer is not None and not miner:
                 raise ValueError("negative_distribution='hard' samples among the previous "
                                  "epoch's top-scored items: add the callback "
                                  "lit_recs.callbacks.HardNegativeMiner to trainer.callbacks")

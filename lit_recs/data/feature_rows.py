@@ -36,11 +36,22 @@ from lit_recs.data.datamodules import (
     process_layout,
 )
 from lit_recs.data.fields import FeatureTables, Slots, encode_fields
+from lit_recs.data.inputs import ModelInputs
 from lit_recs.data.interactions import Interactions
 from lit_recs.data.libffm import FieldRows, read_libffm
 from lit_recs.data.sampling import EpochBatchSampler, EvalShardSampler, NegativeSampler
 
 Task = Literal["ctr", "rating", "topn"]
+
+
+def initial_bias(task: str, label_mean: float | None) -> float | None:
+    """Where a model's global bias starts: the mean rating (rating), the log-odds of the click
+    rate (ctr), None for sampled labels (topn)."""
+    if label_mean is None or task == "topn":
+        return None
+    if task == "ctr":  # in float32, as the bias it starts
+        return float(torch.tensor(label_mean).clamp(1e-6, 1 - 1e-6).logit())
+    return label_mean
 
 
 def feature_batch(tables: FeatureTables, users: np.ndarray, items: np.ndarray,
@@ -187,8 +198,16 @@ class FeatureDataModule(RecDataModule):
         return self.num_negatives, self.negative_distribution
 
     def label_mean(self) -> float | None:
-        """Mean training label (ctr, rating): where models start their global bias."""
+        """Mean training label (ctr, rating); None for sampled labels (topn)."""
         return None if self.task == "topn" else float(self.labels(self.train).mean())
+
+    def model_inputs(self, stage: str) -> ModelInputs:
+        """The training split, the feature tables and, when fitting, the global bias's start."""
+        inputs = super().model_inputs(stage)
+        inputs.features = self.features
+        if stage == "fit":
+            inputs.initial_bias = initial_bias(self.task, self.label_mean())
+        return inputs
 
     def labels(self, part: Interactions) -> np.ndarray:
         """ctr: rating >= label_threshold (1 / 0); rating: the rating itself. [n] float32."""
@@ -303,6 +322,11 @@ class LibFFMDataModule(LightningDataModule):
 
     def label_mean(self) -> float:
         return float(self.rows["train"].labels.mean())
+
+    def model_inputs(self, stage: str) -> ModelInputs:
+        """No user / item tables: only the global bias's start when fitting."""
+        return ModelInputs(initial_bias=initial_bias("ctr", self.label_mean())
+                           if stage == "fit" else None)
 
     def _world(self) -> tuple[int, int]:
         return process_layout(getattr(self, "trainer", None))

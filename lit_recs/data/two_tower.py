@@ -37,6 +37,7 @@ from lit_recs.data.cloze import SequenceEvalDataset, right_aligned
 from lit_recs.data.datamodules import EvalDataset, Stage
 from lit_recs.data.feature_rows import FeatureDataModule
 from lit_recs.data.fields import FeatureTables
+from lit_recs.data.inputs import ModelInputs
 from lit_recs.data.interactions import Interactions
 from lit_recs.data.sampling import EpochBatchSampler, EvalShardSampler, NegativeSampler
 
@@ -44,7 +45,8 @@ log = logging.getLogger(__name__)
 
 
 class Histories:
-    """The training log as per-user, time-ordered item histories ([B, L] right-aligned tokens)."""
+    """The training log as per-user, time-ordered item histories: [B, L] right-aligned tokens
+    (`lit_recs.data.tokens`: padding on the left, item + 1)."""
 
     def __init__(self, train: Interactions, length: int) -> None:
         self.length, self.users = length, train.users
@@ -78,7 +80,7 @@ class Histories:
 
 
 def last_items(known: Interactions, length: int) -> np.ndarray:
-    """Each user's last `length` known items as right-aligned tokens [U, L]."""
+    """Each user's last `length` known items as right-aligned tokens [U, L] (no [mask])."""
     indptr, flat = known.sequences()
     count = np.minimum(np.diff(indptr), length)
     return right_aligned(flat, indptr[1:] - count, count, length).astype(np.int64)
@@ -227,6 +229,14 @@ class TwoTowerDataModule(FeatureDataModule):
         negatives = NegativeSampler(self.train.binary_csr(), self.negative_distribution,
                                     self.negative_alpha).probabilities()
         return {"positives": counts / counts.sum(), "negatives": negatives}
+
+    def model_inputs(self, stage: str) -> ModelInputs:
+        """FeatureDataModule's, the item vectors and, when fitting, the sampling probabilities."""
+        inputs = super().model_inputs(stage)
+        inputs.item_vectors = self.item_vectors
+        if stage == "fit":
+            inputs.sampling_probabilities = self.sampling_probabilities()
+        return inputs
 
     # ------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:

@@ -1,24 +1,31 @@
-"""`RecModule`: the training system every model shares.
+"""`RecModule`: the training system every model shares, and `ClosedFormModule` for closed forms.
 
-A model implements two hooks and little else:
+A model implements two hooks:
 
 - `compute_loss(batch) -> Tensor`: a scalar training loss for one training batch;
 - `score(batch: EvalBatch) -> Tensor [B, I]`: a score for every item, for the users in the batch.
 
-Training/validation/test/predict steps, optimizer wiring (LightningCLI callables) and metric logging
-live here once. Evaluation is full-catalogue ranking with seen items masked (`stage/metric@k`), and
-the sampled protocol beside it (`stage/sampled99/metric@k`; `stage/sampled99pop/...` when the
-negatives were drawn by popularity) when the DataModule draws negatives.
+and, where it needs them, four optional ones (each has a default that does nothing):
 
-Models that score field-encoded rows (FM, FFM, two-tower) also implement
-`score_rows(batch: FeatureBatch) -> Tensor [R]`; labelled evaluation rows (`FeatureDataModule`
-with task `ctr` or `rating`) are then measured by `stage/auc`, `stage/logloss` (logits of a click)
-or `stage/rmse`, `stage/mae` (predicted ratings).
+- `attach_data(inputs: ModelInputs)`: what the data gives beyond batches (the training matrix,
+  feature tables, item vectors, sampling probabilities); called by `setup` on every stage;
+- `precompute() -> Any`: what scoring reuses across one evaluation epoch (every item's vector,
+  say); computed once when a validation / test / predict epoch starts, read with `precomputed()`;
+- `score_candidates(batch, items [B, C]) -> [B, C]`: the sampled protocol's scores, when the
+  model can score a few items faster than the catalogue;
+- `item_weights() -> [I, I] | None`: item-item models' weights, exported by `predict`.
+
+Training/validation/test/predict steps, optimizer wiring (LightningCLI callables) and metric
+logging live here once. Evaluation is full-catalogue ranking with seen items masked
+(`stage/metric@k`), and the sampled protocol beside it (`stage/sampled99/metric@k`;
+`stage/sampled100pop/...` when the negatives were drawn by popularity) when the DataModule draws
+negatives. Labelled rows (AUC, LogLoss, RMSE) are evaluated by `FeatureModule`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -26,9 +33,11 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
-from lit_recs.data.batches import EvalBatch, FeatureBatch
+from lit_recs.data.batches import EvalBatch
+from lit_recs.data.inputs import ModelInputs, model_inputs
 from lit_recs.data.interactions import Interactions
-from lit_recs.metrics import BinaryMetrics, RankingMetrics, RatingMetrics, slots_from_pairs
+from lit_recs.metrics import RankingMetrics, exclude_seen, slots_from_pairs
+from lit_recs.runtime import writes_logs_now
 
 
 def _adam(params: Any) -> torch.optim.Optimizer:
@@ -76,10 +85,9 @@ class RecModule(LightningModule):
             "test": RankingMetrics(self.top_k, num_items or None),
             "val_sampled": RankingMetrics(self.top_k),
             "test_sampled": RankingMetrics(self.top_k),
-            "val_ctr": BinaryMetrics(), "test_ctr": BinaryMetrics(),
-            "val_rating": RatingMetrics(), "test_rating": RatingMetrics(),
         })
         self._sampled_key: dict[str, str] = {}  # stage -> e.g. sampled99, sampled100pop
+        self._pass_cache: dict[str, Any] | None = None  # within an evaluation_pass: precomputed
 
     # ------------------------------------------------------------------ hooks
     def compute_loss(self, batch: Any) -> Tensor:
@@ -88,11 +96,14 @@ class RecModule(LightningModule):
     def score(self, batch: EvalBatch) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement score(batch) -> [B, I]")
 
-    def score_rows(self, batch: FeatureBatch) -> Tensor:
-        """One score per field-encoded row [R]: the logit of a click (ctr, topn) or the predicted
-        rating (rating). Models that read feature rows implement it."""
-        raise NotImplementedError(f"{type(self).__name__} does not score feature rows "
-                                  "(FeatureBatch): evaluate it with a ranking DataModule")
+    def attach_data(self, inputs: ModelInputs) -> None:
+        """Receives what the data gives beyond batches (`lit_recs.data.inputs`), on every stage,
+        before any batch. Models that need it override this (and call super)."""
+
+    def precompute(self) -> Any:
+        """What scoring reuses across the batches of one evaluation epoch (weights do not change
+        within it), e.g. every item's vector. Read it with `precomputed()`."""
+        return None
 
     def score_candidates(self, batch: EvalBatch, items: Tensor) -> Tensor:
         """Scores of the given items only: items [B, C] -> [B, C].
@@ -108,30 +119,61 @@ class RecModule(LightningModule):
         each item's top neighbours from it."""
         return None
 
-    def history(self, batch: EvalBatch) -> Tensor:
-        """The users' known items as a dense 0/1 matrix [B, I] (train; + validation at test time)."""
-        rows = torch.zeros(len(batch), self.num_items, device=batch.users.device)  # [B, I]
-        rows[batch.seen[0], batch.seen[1]] = 1.0
-        return rows
-
+    # ------------------------------------------------------------------ data and caches
     def setup(self, stage: str) -> None:
-        """Before any data is served: options that the data makes impossible fail here."""
+        """Before any data is served: options that the data makes impossible fail here, and the
+        model receives the DataModule's `model_inputs(stage)`."""
         check_top_k(self.top_k, self.num_items)
+        trainer = self._trainer  # None when called by hand, without a Trainer
+        self.attach_data(model_inputs(trainer.datamodule if trainer is not None else None, stage))
+
+    def precomputed(self) -> Any:
+        """`precompute()`'s value: computed on first use within an evaluation pass and kept until
+        it ends; afresh outside one."""
+        cache = self._pass_cache  # a plain dict: a tensor kept here is never made a module member
+        if cache is None:
+            return self.precompute()
+        if "value" not in cache:
+            with torch.no_grad():
+                cache["value"] = self.precompute()
+        return cache["value"]
+
+    @contextmanager
+    def evaluation_pass(self) -> Iterator[None]:
+        """Scoring with fixed weights, `precompute()` at most once. Every validation, test and
+        predict epoch runs in one; so does a callback that scores users between epochs."""
+        self._start_pass()
+        try:
+            yield
+        finally:
+            self._end_pass()
+
+    def _start_pass(self) -> None:
+        self._pass_cache = {}
+
+    def _end_pass(self) -> None:
+        self._pass_cache = None
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_pass()
+
+    def on_test_epoch_start(self) -> None:
+        self._start_pass()
+
+    def on_predict_epoch_start(self) -> None:
+        self._start_pass()
+
+    def on_predict_epoch_end(self) -> None:
+        self._end_pass()
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
         loss = self.compute_loss(batch)
-        if loss is not None and self._writes_logs_now():
+        # `self.log` costs as much as a whole small step on the CPU: log only when the Trainer
+        # writes the value (every log_every_n_steps), which leaves the curves unchanged
+        if loss is not None and writes_logs_now(self._trainer):
             self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
-
-    def _writes_logs_now(self) -> bool:
-        """Whether the Trainer writes step logs after this step (every `log_every_n_steps`).
-        `self.log` costs about 1.5 ms on the CPU, as much as a whole FM step: training steps log
-        only when the value is written, which leaves the logged curves unchanged."""
-        trainer = self._trainer
-        connector = getattr(trainer, "_logger_connector", None)
-        return connector is None or bool(connector.should_update_logs)
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
@@ -146,27 +188,23 @@ class RecModule(LightningModule):
                 "lr_scheduler": {"scheduler": scheduler, "monitor": monitor}}
 
     # ------------------------------------------------------------------ evaluation
-    def masked_scores(self, batch: EvalBatch) -> tuple[Tensor, Tensor]:
-        """Scores [B, I] with seen items at -inf (held-out targets never masked), targets [B, I]."""
+    def masked_scores(self, batch: EvalBatch) -> Tensor:
+        """Scores [B, I] in full precision, seen items at -inf when `mask_seen` (held-out targets
+        are never masked)."""
         with torch.autocast(batch.users.device.type, enabled=False):  # rank in full precision
             scores = self.score(batch).float()  # [B, I]
-        targets = batch.target_mask(self.num_items)  # [B, I]
-        if self.mask_seen and batch.seen.numel():
-            t_rows, t_items = batch.targets  # [T], [T]
-            kept = scores[t_rows, t_items]  # [T]
-            minus_inf = torch.tensor(float("-inf"), device=scores.device)
-            scores = scores.index_put((batch.seen[0], batch.seen[1]), minus_inf)  # copy, [B, I]
-            scores[t_rows, t_items] = kept
-        return scores, targets
+        if self.mask_seen:
+            scores = exclude_seen(scores, batch.seen, keep=batch.targets)
+        return scores
 
-    def _evaluate(self, batch: EvalBatch, stage: str) -> None:
-        scores, targets = self.masked_scores(batch)  # [B, I], [B, I]
-        self.metrics[stage].update(scores, targets, batch.weights)
+    def evaluate(self, batch: EvalBatch, stage: str) -> None:
+        """Full ranking of the batch's users, and the sampled protocol when it has negatives."""
+        scores = self.masked_scores(batch)  # [B, I]
+        self.metrics[stage].update(scores, batch.targets, batch.weights)
         if batch.sampled is not None:
-            self._evaluate_sampled(scores, targets, batch, stage)
+            self._evaluate_sampled(scores, batch, stage)
 
-    def _evaluate_sampled(self, scores: Tensor, targets: Tensor, batch: EvalBatch,
-                          stage: str) -> None:
+    def _evaluate_sampled(self, scores: Tensor, batch: EvalBatch, stage: str) -> None:
         """Sampled protocol: rank each user's targets among its N fixed negatives only.
 
         The candidates form a small [B, N + T] matrix (negatives, then the targets in item order),
@@ -181,25 +219,13 @@ class RecModule(LightningModule):
             with torch.autocast(batch.users.device.type, enabled=False):
                 cand_scores = self.score_candidates(batch, candidates).float()  # [B, N + T]
         cand_scores[:, n:] = cand_scores[:, n:].masked_fill(~valid, float("-inf"))
-        cand_targets = torch.cat([torch.zeros_like(batch.sampled, dtype=torch.bool), valid], 1)
-        self.metrics[f"{stage}_sampled"].update(cand_scores, cand_targets, batch.weights)
+        rows, slot = valid.nonzero(as_tuple=True)  # [T'] each, sorted by row then slot
+        targets = torch.stack([rows, slot + n])  # [2, T'] (row, candidate column) pairs
+        self.metrics[f"{stage}_sampled"].update(cand_scores, targets, batch.weights)
         self._sampled_key[stage] = batch.sampled_key or f"sampled{n}"
 
-    def _evaluate_rows(self, batch: FeatureBatch, stage: str) -> None:
-        """Labelled rows: AUC / LogLoss of click logits, or RMSE / MAE of predicted ratings."""
-        if len(batch) == 0:
-            return  # a process's padding-only batch
-        with torch.autocast(batch.labels.device.type, enabled=False):
-            scores = self.score_rows(batch).float()  # [R]
-        kind = "rating" if batch.task == "rating" else "ctr"
-        self.metrics[f"{stage}_{kind}"].update(scores, batch.labels)
-
-    def _log_metrics(self, stage: str) -> None:
-        for key in (f"{stage}_ctr", f"{stage}_rating"):
-            if self.metrics[key].update_called:
-                self._log_values({f"{stage}/{k}": v.float()
-                                  for k, v in self.metrics[key].compute().items()})
-                self.metrics[key].reset()
+    def log_metrics(self, stage: str) -> None:
+        """Logs and resets the stage's ranking metrics (those that saw a batch)."""
         for key, prefix in ((stage, stage), (f"{stage}_sampled", None)):
             metric = self.metrics[key]
             if not metric.update_called:
@@ -207,40 +233,35 @@ class RecModule(LightningModule):
             if prefix is None:
                 prefix = f"{stage}/{self._sampled_key.get(stage, 'sampled')}"
             values = {f"{prefix}/{k}": v.float() for k, v in metric.compute().items()}
-            self._log_values(values)
+            self.log_values(values)
             metric.reset()
 
-    def _log_values(self, values: dict[str, Tensor]) -> None:
+    def log_values(self, values: dict[str, Tensor]) -> None:
         """Logs epoch-level metrics; the one that checkpointing watches also goes to the progress
         bar (its value after each validation, beside the training loss)."""
-        ckpt = self._trainer.checkpoint_callback if self._trainer is not None else None
-        monitor = getattr(ckpt, "monitor", None)
+        monitor = getattr(self.trainer.checkpoint_callback, "monitor", None)
         shown = {k: v for k, v in values.items() if k == monitor}
         self.log_dict({k: v for k, v in values.items() if k not in shown})
         if shown:
             self.log_dict(shown, prog_bar=True)
 
-    def validation_step(self, batch: EvalBatch | FeatureBatch, batch_idx: int) -> None:
-        self._evaluate_any(batch, "val")
+    def validation_step(self, batch: EvalBatch, batch_idx: int) -> None:
+        self.evaluate(batch, "val")
 
-    def test_step(self, batch: EvalBatch | FeatureBatch, batch_idx: int) -> None:
-        self._evaluate_any(batch, "test")
-
-    def _evaluate_any(self, batch: Any, stage: str) -> None:
-        if isinstance(batch, EvalBatch):
-            self._evaluate(batch, stage)
-        else:  # labelled rows (FeatureBatch, TowerBatch): `labels` and `task`
-            self._evaluate_rows(batch, stage)
+    def test_step(self, batch: EvalBatch, batch_idx: int) -> None:
+        self.evaluate(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val")
+        self._end_pass()
+        self.log_metrics("val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_metrics("test")
+        self._end_pass()
+        self.log_metrics("test")
 
     def predict_step(self, batch: EvalBatch, batch_idx: int) -> dict[str, Tensor]:
         """Top-`predict_k` unseen items per user: users [B'], items [B', K], scores [B', K]."""
-        scores, _ = self.masked_scores(batch)  # [B, I]
+        scores = self.masked_scores(batch)  # [B, I]
         k = min(self.predict_k, self.num_items)
         top_scores, top_items = scores.topk(k, dim=1)  # [B, K]
         real = batch.weights > 0  # [B]
@@ -251,20 +272,27 @@ class ClosedFormModule(RecModule):
     """Base of models fitted in closed form from the training interactions (no gradient steps).
 
     Subclasses implement `fit_interactions(train)` (store what they learn in buffers, so it is in the
-    checkpoint) and `score`. `fit` calls it once when fitting starts; the training loop then runs a
-    single epoch with nothing to optimise, validation picks the checkpoint as for any model.
+    checkpoint) and `score`. `fit` calls it once when fitting starts, on the training split the
+    DataModule hands over (`ModelInputs.train`); the training loop then runs a single step with
+    nothing to optimise, and validation picks the checkpoint as for any model.
     """
+
+    _train: Interactions | None = None  # the training split, from attach_data
 
     def fit_interactions(self, train: Interactions) -> None:
         raise NotImplementedError(f"{type(self).__name__} must implement fit_interactions(train)")
 
+    def attach_data(self, inputs: ModelInputs) -> None:
+        super().attach_data(inputs)
+        self._train = inputs.train
+
     def on_fit_start(self) -> None:
-        datamodule = self.trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "train"):
+        train = self._train
+        if train is None:
             raise ValueError(f"{type(self).__name__} is fitted from a lit_recs DataModule's "
                              "training split (trainer.fit(model, datamodule=...))")
         with torch.no_grad():
-            self.fit_interactions(datamodule.train)
+            self.fit_interactions(train)
 
     @property
     def automatic_optimization(self) -> bool:
@@ -282,6 +310,7 @@ class ClosedFormModule(RecModule):
         return None  # nothing to optimise
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        # The fit is done: after this first batch (a no-op) Lightning validates and stops, instead
-        # of building a whole epoch of training batches that nothing uses.
+        # The fit is done: after this first batch (a no-op) Lightning validates and stops
+        # (`should_stop`, the Trainer's public stopping flag), instead of building a whole epoch
+        # of training batches that nothing uses.
         self.trainer.should_stop = True

@@ -54,4 +54,4 @@ class EASE(ClosedFormModule):
         return self.weights  # [I, I]
 
     def score(self, batch: EvalBatch) -> Tensor:
-        return self.history(batch) @ self.weights  # [B, I] @ [I, I] -> [B, I]
+        return batch.seen_rows(self.num_items) @ self.weights  # [B, I] @ [I, I] -> [B, I]

@@ -1,17 +1,24 @@
-"""`FeatureModule`: the training system of models that score field-encoded rows (FM, FFM, ...).
+"""`FeatureModule`: the training system of models that score field-encoded rows (FM, FFM, two-tower).
 
 Training batches are `FeatureBatch` rows from `lit_recs.data.feature_rows.FeatureDataModule`:
 binary cross-entropy on click / sampled-negative labels (tasks `ctr`, `topn`), squared error on
-ratings (task `rating`). Labelled evaluation rows are measured by `RecModule` (AUC, LogLoss, RMSE).
+ratings (task `rating`). Labelled evaluation rows are measured here: `stage/auc`, `stage/logloss`
+(logits of a click) or `stage/rmse`, `stage/mae` (predicted ratings); ranking batches
+(`EvalBatch`) by `RecModule`.
 
 Full-catalogue ranking (task `topn`, and `predict` for any task) never builds I feature rows per
-user: a subclass splits its score into a user part and an item part,
+user: the score splits into a user part and an item part,
 
     score(u, i) = bias_u + bias_i + <vec_u, vec_i>        (`encode_side`)
 
-the item part is computed once per evaluation epoch, and a batch of users is one matmul. The
-per-user and per-item slots come from the DataModule's `features` (attached in `setup`, or by
-`attach_features` in a notebook); they are data, not weights, and stay out of checkpoints.
+the item part is computed once per evaluation epoch (`precompute`), and a batch of users is one
+matmul. The per-user and per-item slots come from the DataModule's feature tables
+(`ModelInputs.features`, received by `attach_data`); they are data, not weights, and stay out of
+checkpoints.
+
+The defaults below run any `self.net` with FM's interface (`lit_recs.nn.fm.FactorizationNet`:
+`rows`, `encode_side`, `bias`): FM and FFM only build their net. A model with other maths
+(TwoTower) overrides `forward_rows`, `encode_side` and `set_global_bias`.
 """
 
 from __future__ import annotations
@@ -24,8 +31,9 @@ from torch import Tensor
 
 from lit_recs.data.batches import EvalBatch, FeatureBatch
 from lit_recs.data.fields import FeatureTables
+from lit_recs.data.inputs import ModelInputs
+from lit_recs.metrics import BinaryMetrics, RatingMetrics
 from lit_recs.models.base import RecModule
-from lit_recs.nn.fm import FFMNet, FMNet, Parts
 
 Side = Literal["user", "item"]
 
@@ -36,33 +44,42 @@ class FeatureModule(RecModule):
     Args:
         num_features / num_fields: sizes of the feature and field spaces (linked from the
             DataModule by the CLI).
+        l2: weight of an L2 penalty on the table rows of the batch's features (sum over the real
+            slots / R), as the SGD of libFM / libffm regularises (FM-family nets).
         **kwargs: RecModule's (optimizer, top_k, mask_seen, ...).
-
-    Subclasses implement `score_rows(batch) -> [R]` and, for ranking, `encode_side`.
     """
 
     def __init__(self, num_users: int, num_items: int, num_features: int, num_fields: int,
-                 **kwargs: Any) -> None:
+                 l2: float = 0.0, **kwargs: Any) -> None:
         super().__init__(num_users, num_items, **kwargs)
-        self.num_features, self.num_fields = num_features, num_fields
-        self._item_part: tuple[Tensor, Tensor] | None = None
-        self._cache_items = False
+        if l2 < 0:
+            raise ValueError(f"l2 must be >= 0, got {l2}")
+        self.num_features, self.num_fields, self.l2 = num_features, num_fields, l2
+        self.row_metrics = torch.nn.ModuleDict({
+            "val_ctr": BinaryMetrics(), "test_ctr": BinaryMetrics(),
+            "val_rating": RatingMetrics(), "test_rating": RatingMetrics(),
+        })
+        self._initial_bias: float | None = None
 
-    # ------------------------------------------------------------------ hooks
+    # ------------------------------------------------------------------ maths (FM-family defaults)
+    def forward_rows(self, batch: FeatureBatch) -> tuple[Tensor, Tensor | None]:
+        """(scores [R]: logits of a click or predicted ratings, penalty added to the loss or None)."""
+        return self.net.rows(batch.index, batch.value, batch.field, self.l2)
+
+    def score_rows(self, batch: FeatureBatch) -> Tensor:
+        """One score per labelled row [R]."""
+        return self.forward_rows(batch)[0]
+
     def encode_side(self, index: Tensor, value: Tensor, field: Tensor, side: Side
                     ) -> tuple[Tensor, Tensor]:
         """Slots of users (side='user') or items [R, S] -> (bias [R], vec [R, D]) such that the
         score of the row joining user u and item i is bias_u + bias_i + <vec_u, vec_i>."""
-        raise NotImplementedError(f"{type(self).__name__} must implement encode_side to rank the "
-                                  "catalogue")
-
-    def forward_rows(self, batch: FeatureBatch) -> tuple[Tensor, Tensor | None]:
-        """(scores [R], penalty added to the loss or None); default: score_rows, no penalty."""
-        return self.score_rows(batch), None
+        return self.net.encode_side(index, value, field, side, self.side_fields("user"),
+                                    self.side_fields("item"))
 
     def set_global_bias(self, value: float) -> None:
-        """Start the global bias at `value` (mean rating, or log-odds of a click) when fitting
-        from scratch; models without one ignore it."""
+        """Start the global bias at `value` (mean rating, or log-odds of a click)."""
+        self.net.bias.fill_(value)
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, batch: FeatureBatch) -> Tensor:
@@ -74,22 +91,17 @@ class FeatureModule(RecModule):
         return loss if penalty is None else loss + penalty
 
     def on_fit_start(self) -> None:
-        datamodule = self.trainer.datamodule
-        label_mean = getattr(datamodule, "label_mean", None)
-        mean = label_mean() if callable(label_mean) else None
-        if self.trainer.ckpt_path is not None or mean is None:
+        if self.trainer.ckpt_path is not None or self._initial_bias is None:
             return  # resumed, or sampled labels (topn): nothing to start from
-        if datamodule.task == "ctr":
-            mean = float(torch.tensor(mean).clamp(1e-6, 1 - 1e-6).logit())
         with torch.no_grad():
-            self.set_global_bias(mean)
+            self.set_global_bias(self._initial_bias)
 
-    # ------------------------------------------------------------------ feature tables
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        features = getattr(getattr(self.trainer, "datamodule", None), "features", None)
-        if isinstance(features, FeatureTables):
-            self.attach_features(features)
+    # ------------------------------------------------------------------ data
+    def attach_data(self, inputs: ModelInputs) -> None:
+        super().attach_data(inputs)
+        self._initial_bias = inputs.initial_bias
+        if inputs.features is not None:
+            self.attach_features(inputs.features)
 
     def attach_features(self, tables: FeatureTables) -> None:
         """Per-user and per-item slots for ranking (non-persistent buffers: they follow the device).
@@ -106,97 +118,68 @@ class FeatureModule(RecModule):
             fields = [f.number for f in tables.side(side)]
             self.register_buffer(f"_{side}_fields", torch.tensor(fields, dtype=torch.long),
                                  persistent=False)
-        self._item_part = None
+
+    def has_features(self) -> bool:
+        return hasattr(self, "_item_index")
 
     def side_fields(self, side: Side) -> Tensor:
         """Field numbers of the user's or the item's slots [F_side]."""
         return getattr(self, f"_{side}_fields")
 
-    def _side_slots(self, side: Side, rows: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        if not hasattr(self, f"_{side}_index"):
+    def side_slots(self, side: Side, rows: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """(index, value, field) [R, S] of the given users / items (None: all of them)."""
+        if not self.has_features():
             raise RuntimeError(f"{type(self).__name__} ranks items from the DataModule's feature "
                                "tables: fit/test it with a FeatureDataModule, or call "
-                               "attach_features(datamodule.features) first")
+                               "model.attach_data(datamodule.model_inputs('test')) first")
         slots = [getattr(self, f"_{side}_{name}") for name in ("index", "value", "field")]
         return tuple(s if rows is None else s[rows] for s in slots)  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ ranking
+    def precompute(self) -> tuple[Tensor, Tensor] | None:
+        """(bias [I], vec [I, D]) of every item, once per evaluation epoch (None without tables)."""
+        if not self.has_features():
+            return None  # labelled rows only (LibFFMDataModule): nothing is ranked
+        return self.encode_side(*self.side_slots("item", None), side="item")
+
     def item_part(self) -> tuple[Tensor, Tensor]:
-        """(bias [I], vec [I, D]) of every item; computed once per evaluation epoch."""
-        if self._cache_items and self._item_part is not None:
-            return self._item_part
-        part = self.encode_side(*self._side_slots("item", None), side="item")
-        if self._cache_items:
-            self._item_part = part
+        part = self.precomputed()
+        if part is None:
+            self.side_slots("item", None)  # raises: no feature tables
         return part
 
     def score(self, batch: EvalBatch) -> Tensor:
-        bias_u, vec_u = self.encode_side(*self._side_slots("user", batch.users), side="user")
+        bias_u, vec_u = self.encode_side(*self.side_slots("user", batch.users), side="user")
         bias_i, vec_i = self.item_part()  # [I], [I, D]
         return torch.addmm(bias_u[:, None] + bias_i[None, :], vec_u, vec_i.T)  # [B, I]
 
-    def _start_eval_epoch(self) -> None:
-        self._cache_items, self._item_part = True, None
+    # ------------------------------------------------------------------ labelled rows
+    def evaluate_rows(self, batch: Any, stage: str) -> None:
+        """Labelled rows (FeatureBatch, TowerBatch with labels): AUC / LogLoss of click logits,
+        or RMSE / MAE of predicted ratings."""
+        if len(batch) == 0:
+            return  # a process's padding-only batch
+        with torch.autocast(batch.labels.device.type, enabled=False):
+            scores = self.score_rows(batch).float()  # [R]
+        kind = "rating" if batch.task == "rating" else "ctr"
+        self.row_metrics[f"{stage}_{kind}"].update(scores, batch.labels)
 
-    def _end_eval_epoch(self) -> None:
-        self._cache_items, self._item_part = False, None
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        if isinstance(batch, EvalBatch):
+            self.evaluate(batch, "val")
+        else:
+            self.evaluate_rows(batch, "val")
 
-    def on_validation_epoch_start(self) -> None:
-        self._start_eval_epoch()
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        if isinstance(batch, EvalBatch):
+            self.evaluate(batch, "test")
+        else:
+            self.evaluate_rows(batch, "test")
 
-    def on_test_epoch_start(self) -> None:
-        self._start_eval_epoch()
-
-    def on_predict_epoch_start(self) -> None:
-        self._start_eval_epoch()
-
-    def on_validation_epoch_end(self) -> None:
-        self._end_eval_epoch()
-        super().on_validation_epoch_end()
-
-    def on_test_epoch_end(self) -> None:
-        self._end_eval_epoch()
-        super().on_test_epoch_end()
-
-    def on_predict_epoch_end(self) -> None:
-        self._end_eval_epoch()
-
-
-class FactorizationModule(FeatureModule):
-    """FM-family models: a net with `parts(index, value, field, norms) -> Parts` and a global bias
-    `net.bias` (`FMNet`, `FFMNet`). Scores rows, adds the L2 penalty from the same lookup, and ranks
-    the catalogue from the user's and the item's Parts; a subclass builds `self.net` and says how
-    a side's `Parts.vector` enters the user-item dot product (`side_vector`).
-
-    Args:
-        l2: weight of an L2 penalty on the table rows of the batch's features (sum over the real
-            slots / R), as the SGD of libFM / libffm regularises.
-    """
-
-    net: FMNet | FFMNet
-
-    def __init__(self, num_users: int, num_items: int, num_features: int, num_fields: int,
-                 l2: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(num_users, num_items, num_features, num_fields, **kwargs)
-        self.l2 = l2
-
-    def side_vector(self, vector: Tensor, side: Side) -> Tensor:
-        """Parts.vector of one side [R, ...] -> [R, D], dotted with the other side's."""
-        return vector
-
-    def score_rows(self, batch: FeatureBatch) -> Tensor:
-        return self.forward_rows(batch)[0]
-
-    def forward_rows(self, batch: FeatureBatch) -> tuple[Tensor, Tensor | None]:
-        parts = self.net.parts(batch.index, batch.value, batch.field, norms=self.l2 > 0)
-        penalty = None if parts.norms is None else self.l2 * parts.norms.sum() / len(batch)
-        return self.net.bias + parts.terms, penalty
-
-    def encode_side(self, index: Tensor, value: Tensor, field: Tensor, side: Side
-                    ) -> tuple[Tensor, Tensor]:
-        parts: Parts = self.net.parts(index, value, field)
-        bias = parts.terms + self.net.bias if side == "user" else parts.terms  # [R]
-        return bias, self.side_vector(parts.vector, side)
-
-    def set_global_bias(self, value: float) -> None:
-        self.net.bias.fill_(value)
+    def log_metrics(self, stage: str) -> None:
+        for key in (f"{stage}_ctr", f"{stage}_rating"):
+            if self.row_metrics[key].update_called:
+                self.log_values({f"{stage}/{k}": v.float()
+                                 for k, v in self.row_metrics[key].compute().items()})
+                self.row_metrics[key].reset()
+        super().log_metrics(stage)

@@ -7,7 +7,7 @@ Juan, Zhuang, Chin, Lin, "Field-aware Factorization Machines for CTR Prediction"
 each feature has one factor vector per field it meets; the pairwise term through per-field sums,
 O(S F k + F^2 k) per row (`lit_recs.nn.fm.FFMNet`). Losses as for FM (`FeatureModule`); ranking:
 the user's and the item's per-field sums meet in one dot product over (user field, item field)
-pairs.
+pairs (`FFMNet.side_vector`).
 
 Deviations from the paper: Adam on mini-batches instead of AdaGrad on single examples; the linear
 term is kept (libffm drops it); no instance-wise normalisation of x (multi-hot fields can be
@@ -18,13 +18,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor
-
-from lit_recs.models.features import FactorizationModule, Side
+from lit_recs.models.features import FeatureModule
 from lit_recs.nn.fm import FFMNet
 
 
-class FFM(FactorizationModule):
+class FFM(FeatureModule):
     """Field-aware factorization machine over FeatureBatch rows.
 
     Args:
@@ -32,7 +30,7 @@ class FFM(FactorizationModule):
         init_std: standard deviation of the normal initialisation of the factors.
         sparse: sparse gradients for the feature table (large feature spaces): pair with an
             optimizer that takes them (torch.optim.Adagrad, as libffm uses, or SparseAdam).
-        **kwargs: FactorizationModule's (l2) and RecModule's (optimizer, top_k, ...).
+        **kwargs: FeatureModule's (l2) and RecModule's (optimizer, top_k, ...).
     """
 
     def __init__(self, num_users: int, num_items: int, num_features: int, num_fields: int,
@@ -40,11 +38,3 @@ class FFM(FactorizationModule):
                  ) -> None:
         super().__init__(num_users, num_items, num_features, num_fields, **kwargs)
         self.net = FFMNet(num_features, num_fields, dim, init_std, sparse)
-
-    def side_vector(self, vector: Tensor, side: Side) -> Tensor:
-        """T [R, F, F, k] -> the blocks that meet the other side, laid out (user field, item
-        field): T_u[f, g] for the user, T_i[g, f] for the item: [R, Fu Fi k]."""
-        users, items = self.side_fields("user"), self.side_fields("item")
-        if side == "user":
-            return vector[:, users][:, :, items].flatten(1)  # [R, Fu, Fi, k] -> [R, Fu Fi k]
-        return vector[:, items][:, :, users].transpose(1, 2).flatten(1)  # [R, Fu Fi k]

@@ -14,10 +14,11 @@ Items alike with X^T. `s(u, i) = <w_u, h_i>`.
 
 Deviations: none in the objective (Hu et al.'s confidence form c = 1 + alpha on observed pairs is
 the same family: alpha0 plays 1 / (1 + alpha)). Training is manual: one epoch = one sweep (users,
-then items) on the whole training matrix, read from the DataModule when fitting starts. The
-DataModule's training batches are not used: the model sets the Trainer's limit_train_batches to 1
-so that each epoch draws a single batch, sweeps once and validates. With several processes every
-process runs the same deterministic sweep.
+then items) on the whole training matrix, which the DataModule hands over (`ModelInputs.train`).
+The DataModule's training batches are not used: the model sets the Trainer's (public)
+`limit_train_batches` to 1 so that each epoch draws a single batch, sweeps once and validates
+(returning -1 from `on_train_batch_start` would end the epoch without validating). With several
+processes every process runs the same deterministic sweep.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lit_recs.data.batches import EvalBatch
+from lit_recs.data.inputs import ModelInputs
 from lit_recs.models.base import RecModule
 
 
@@ -59,6 +61,48 @@ def solve_side(x: Tensor, other: Tensor, alpha0: float, reg: Tensor, chunk: int)
     return out
 
 
+class IALSNet(nn.Module):
+    """User and item factors (buffers: they are solved for, not trained by gradients) and the
+    exact alternating solves of the objective in the module docstring."""
+
+    def __init__(self, num_users: int, num_items: int, dim: int = 64, alpha0: float = 0.1,
+                 reg: float = 0.01, nu: float = 1.0, init_std: float = 0.1,
+                 solve_chunk: int = 4096) -> None:
+        super().__init__()
+        self.alpha0, self.reg, self.nu, self.solve_chunk = alpha0, reg, nu, solve_chunk
+        scale = init_std / dim**0.5  # the global seed (seed_everything) draws the start
+        self.register_buffer("users", torch.randn(num_users, dim) * scale)  # [U, D]
+        self.register_buffer("items", torch.randn(num_items, dim) * scale)  # [I, D]
+
+    def row_reg(self, x: Tensor, other_count: int) -> Tensor:
+        """reg (count_r + alpha0 * other_count)^nu of every row of x (CSR [R, C]) [R]."""
+        counts = (x.crow_indices()[1:] - x.crow_indices()[:-1]).to(self.users.dtype)  # [R]
+        return self.reg * (counts + self.alpha0 * other_count) ** self.nu  # [R]
+
+    def sweep(self, x: Tensor, xt: Tensor) -> None:
+        """One alternation on the 0/1 matrix x (CSR [U, I]) and its transpose xt: all users
+        given the items, then all items given the users."""
+        num_users, num_items = len(self.users), len(self.items)
+        self.users.copy_(solve_side(x, self.items, self.alpha0, self.row_reg(x, num_items),
+                                    self.solve_chunk))
+        self.items.copy_(solve_side(xt, self.users, self.alpha0, self.row_reg(xt, num_users),
+                                    self.solve_chunk))
+
+    def objective(self, x: Tensor, xt: Tensor) -> Tensor:
+        """L(W, H) of the current factors (for monitoring; O(nnz D + (U + I) D^2))."""
+        rows = torch.repeat_interleave(torch.arange(x.shape[0], device=x.device),
+                                       x.crow_indices()[1:] - x.crow_indices()[:-1])  # [nnz]
+        observed = (self.users[rows] * self.items[x.col_indices()]).sum(1)  # [nnz]
+        everything = ((self.users.T @ self.users) * (self.items.T @ self.items)).sum()
+        reg_u = self.row_reg(x, len(self.items)) @ self.users.square().sum(1)
+        reg_i = self.row_reg(xt, len(self.users)) @ self.items.square().sum(1)
+        return (observed - 1).square().sum() + self.alpha0 * everything + reg_u + reg_i
+
+    def forward(self, users: Tensor) -> Tensor:
+        """users [B] -> scores of every item [B, I]."""
+        return self.users[users] @ self.items.T
+
+
 class IALS(RecModule):
     """iALS with exact alternating solves (see the module docstring).
 
@@ -79,42 +123,30 @@ class IALS(RecModule):
             raise ValueError(f"iALS needs dim >= 1, alpha0 >= 0, reg > 0 and solve_chunk >= 1; got "
                              f"dim={dim}, alpha0={alpha0}, reg={reg}, solve_chunk={solve_chunk}")
         self.automatic_optimization = False
-        self.alpha0, self.reg, self.nu, self.solve_chunk = alpha0, reg, nu, solve_chunk
-        scale = init_std / dim**0.5  # the global seed (seed_everything) draws the start
-        self.register_buffer("users", torch.randn(num_users, dim) * scale)  # [U, D]
-        self.register_buffer("items", torch.randn(num_items, dim) * scale)  # [I, D]
+        self.net = IALSNet(num_users, num_items, dim, alpha0, reg, nu, init_std, solve_chunk)
         self._x: tuple[Tensor, Tensor] | None = None  # training matrix (CSR) and its transpose
 
-    def on_fit_start(self) -> None:
-        datamodule = self.trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "train"):
-            raise ValueError("IALS is fitted from a lit_recs DataModule's training split")
-        csr = datamodule.train.binary_csr().astype(np.float32)  # [U, I], duplicates summed
-        csr.data[:] = 1.0
-        self._x = tuple(_to_torch(m, self.users.device) for m in (csr, csr.T.tocsr()))
+    def attach_data(self, inputs: ModelInputs) -> None:
+        super().attach_data(inputs)
+        if inputs.train is not None:
+            self.set_train_matrix(inputs.train.binary_csr())
 
-    def _row_reg(self, x: Tensor, other_count: int) -> Tensor:
-        counts = (x.crow_indices()[1:] - x.crow_indices()[:-1]).to(self.users.dtype)  # [R]
-        return self.reg * (counts + self.alpha0 * other_count) ** self.nu  # [R]
+    def set_train_matrix(self, csr: Any) -> None:
+        """The 0/1 training matrix (scipy CSR [U, I]; duplicates count once) the sweeps fit."""
+        csr = csr.astype(np.float32)
+        csr.data[:] = 1.0
+        self._x = tuple(_to_torch(m, self.net.users.device) for m in (csr, csr.T.tocsr()))
+
+    def on_fit_start(self) -> None:
+        if self._x is None:
+            raise ValueError("IALS is fitted from a lit_recs DataModule's training split")
+        self._x = tuple(m.to(self.device) for m in self._x)
 
     def sweep(self) -> None:
-        """One alternation: all users given the items, then all items given the users."""
-        x, xt = self._x
-        self.users.copy_(solve_side(x, self.items, self.alpha0, self._row_reg(x, self.num_items),
-                                    self.solve_chunk))
-        self.items.copy_(solve_side(xt, self.users, self.alpha0, self._row_reg(xt, self.num_users),
-                                    self.solve_chunk))
+        self.net.sweep(*self._x)
 
     def loss(self) -> Tensor:
-        """The objective L(W, H) of the current factors (for monitoring; O(nnz D + (U + I) D^2))."""
-        x, _ = self._x
-        rows = torch.repeat_interleave(torch.arange(x.shape[0], device=x.device),
-                                       x.crow_indices()[1:] - x.crow_indices()[:-1])  # [nnz]
-        observed = (self.users[rows] * self.items[x.col_indices()]).sum(1)  # [nnz]
-        everything = ((self.users.T @ self.users) * (self.items.T @ self.items)).sum()
-        reg_u = self._row_reg(x, self.num_items) @ self.users.square().sum(1)
-        reg_i = self._row_reg(self._x[1], self.num_users) @ self.items.square().sum(1)
-        return (observed - 1).square().sum() + self.alpha0 * everything + reg_u + reg_i
+        return self.net.objective(*self._x)
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -129,7 +161,7 @@ class IALS(RecModule):
         # checkpointing needs to save a new best
 
     def score(self, batch: EvalBatch) -> Tensor:
-        return self.users[batch.users] @ self.items.T  # [B, I]
+        return self.net(batch.users)  # [B, I]
 
 
 def _to_torch(m: Any, device: torch.device) -> Tensor:

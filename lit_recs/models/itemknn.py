@@ -52,4 +52,4 @@ class ItemKNN(ClosedFormModule):
         return self.similarity  # [I, I]
 
     def score(self, batch: EvalBatch) -> Tensor:
-        return self.history(batch) @ self.similarity  # [B, I] @ [I, I] -> [B, I]
+        return batch.seen_rows(self.num_items) @ self.similarity  # [B, I] @ [I, I] -> [B, I]

@@ -101,8 +101,8 @@ class NeuMFNet(nn.Module):
         """users [B], items [B, C] -> logits [B, C].
 
         Each user's parts are gathered once per item column ([B, C, .], not [B, 1, .]): the
-        products and sums of `join` then run on same-shaped tensors, which the CPU does 3-4x
-        faster than broadcasting a size-1 dimension.
+        products and sums of `join` then run on same-shaped tensors, which the CPU does faster
+        than broadcasting a size-1 dimension.
         """
         user = self.user_part(users[:, None].expand_as(items))  # [B, C, .]
         return self.join(user, self.item_part(items))

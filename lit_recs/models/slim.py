@@ -43,26 +43,21 @@ from lit_recs.nn.slim_screened import candidates, slim_screened, sparse_gram
 log = logging.getLogger(__name__)
 
 
-class _SLIMWeights:
-    """What both SLIM trainers share: the regularisation checks and sparsity logging."""
+def check_penalties(l1: float, l2: float) -> None:
+    """Both SLIM trainers: the penalties of the objective must be >= 0."""
+    if l1 < 0 or l2 < 0:
+        raise ValueError(f"l1 and l2 must be >= 0, got l1={l1}, l2={l2}")
 
-    def _init_slim(self, l1: float, l2: float) -> None:
-        if l1 < 0 or l2 < 0:
-            raise ValueError(f"l1 and l2 must be >= 0, got l1={l1}, l2={l2}")
-        self.l1, self.l2 = l1, l2
 
-    def sparsity(self) -> dict[str, float]:
-        raise NotImplementedError
-
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        self.log_dict({f"slim/{k}": v for k, v in self.sparsity().items()})
+def log_sparsity(model: RecModule, stats: dict[str, float]) -> None:
+    """Both SLIM trainers log their weights' sparsity after each validation (`slim/nnz`, ...)."""
+    model.log_dict({f"slim/{k}": v for k, v in stats.items()})
 
 
 SOLVERS = ("auto", "gram", "screened")
 
 
-class SLIM(_SLIMWeights, ClosedFormModule):
+class SLIM(ClosedFormModule):
     """SLIM solved in closed form by FISTA; W is stored sparse (a COO buffer `weight` [I, I]).
 
     Args:
@@ -79,7 +74,8 @@ class SLIM(_SLIMWeights, ClosedFormModule):
                  max_iter: int = 200, tol: float = 3e-3, solver: str = "auto",
                  block_size: int | None = None, **kwargs: Any) -> None:
         super().__init__(num_users, num_items, **kwargs)
-        self._init_slim(l1, l2)
+        check_penalties(l1, l2)
+        self.l1, self.l2 = l1, l2
         if solver not in SOLVERS:
             raise ValueError(f"SLIM solver must be one of {SOLVERS}, got {solver!r}")
         self.max_iter, self.tol, self.solver = max_iter, tol, solver
@@ -87,10 +83,8 @@ class SLIM(_SLIMWeights, ClosedFormModule):
         empty = torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0),
                                         (num_items, num_items), check_invariants=False)
         self.register_buffer("weight", empty.coalesce())  # [I, I] sparse, W[i, j] >= 0
-        self.register_load_state_dict_post_hook(lambda module, keys: module._drop_cache())
         self.fit_steps: list[int] = []
         self.fitted_solver = ""
-        self._cache: tuple[Any, Tensor] | None = None
 
     def fit_interactions(self, train: Interactions) -> None:
         g = sparse_gram(train.binary_csr())  # [I, I] float32 CSR
@@ -111,7 +105,6 @@ class SLIM(_SLIMWeights, ClosedFormModule):
                                               (self.num_items, self.num_items),
                                               check_invariants=False).coalesce()
         self.fitted_solver = solver
-        self._drop_cache()
         stats = self.sparsity()
         log.info("SLIM (%s solver): at most %d FISTA steps, %.0f non-zeros (%.1f per item, "
                  "density %.4f)", solver, max(self.fit_steps, default=0), stats["nnz"],
@@ -132,18 +125,12 @@ class SLIM(_SLIMWeights, ClosedFormModule):
             self.fit_steps.append(len(history))
         return tuple(np.concatenate(p) for p in zip(*parts))  # type: ignore[return-value]
 
-    def _drop_cache(self) -> None:
-        self._cache = None
-
-    def _transposed(self) -> Tensor:
-        """W^T as sparse CSR on W's device, rebuilt when W changes (fit, load, device move)."""
-        key = (id(self.weight), self.weight.device)
-        if self._cache is None or self._cache[0] != key:
-            w = self.weight  # .t() of a sparse tensor fails under inference_mode: flip indices
-            w_t = torch.sparse_coo_tensor(w.indices().flip(0), w.values(), tuple(w.shape),
-                                          check_invariants=False)
-            self._cache = (key, w_t.coalesce().to_sparse_csr())
-        return self._cache[1]
+    def precompute(self) -> Tensor:
+        """W^T as sparse CSR on W's device, once per evaluation pass (scoring is W^T rows^T)."""
+        w = self.weight  # .t() of a sparse tensor fails under inference_mode: flip indices
+        w_t = torch.sparse_coo_tensor(w.indices().flip(0), w.values(), tuple(w.shape),
+                                      check_invariants=False)
+        return w_t.coalesce().to_sparse_csr()
 
     def dense_weight(self) -> Tensor:
         return self.weight.to_dense()  # [I, I]
@@ -156,14 +143,18 @@ class SLIM(_SLIMWeights, ClosedFormModule):
         return {"nnz": nnz, "nnz_per_item": nnz / self.num_items,
                 "density": nnz / self.num_items**2}
 
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        log_sparsity(self, self.sparsity())
+
     def score(self, batch: EvalBatch) -> Tensor:
-        rows = self.history(batch)  # [B, I]
+        rows = batch.seen_rows(self.num_items)  # [B, I]
         with warnings.catch_warnings():  # "sparse CSR support is in beta"
             warnings.simplefilter("ignore", UserWarning)
-            return torch.sparse.mm(self._transposed(), rows.T).T  # (W^T rows^T)^T = rows W [B, I]
+            return torch.sparse.mm(self.precomputed(), rows.T).T  # (W^T rows^T)^T = rows W [B, I]
 
 
-class SLIMGradient(_SLIMWeights, RecModule):
+class SLIMGradient(RecModule):
     """SLIM trained by gradient steps on user rows (use with `UserRowsDataModule`).
 
     loss(batch) = 1/(2B) sum_u ||a_u - a_u W||^2 + l2/(2U) ||W||^2; after each optimizer step
@@ -173,24 +164,29 @@ class SLIMGradient(_SLIMWeights, RecModule):
     def __init__(self, num_users: int, num_items: int, l1: float = 4.0, l2: float = 200.0,
                  **kwargs: Any) -> None:
         super().__init__(num_users, num_items, **kwargs)
-        self._init_slim(l1, l2)
-        self.layer = SLIMLayer(num_items)
+        check_penalties(l1, l2)
+        self.l1, self.l2 = l1, l2
+        self.net = SLIMLayer(num_items)
 
     def sparsity(self) -> dict[str, float]:
-        return self.layer.sparsity()
+        return self.net.sparsity()
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        log_sparsity(self, self.sparsity())
 
     def item_weights(self) -> Tensor:
-        return self.layer.weight.detach().clone().fill_diagonal_(0.0)  # [I, I]
+        return self.net.weight.detach().clone().fill_diagonal_(0.0)  # [I, I]
 
     def score(self, batch: EvalBatch) -> Tensor:
-        return self.layer(self.history(batch))  # [B, I] @ [I, I] -> [B, I]
+        return self.net(batch.seen_rows(self.num_items))  # [B, I] @ [I, I] -> [B, I]
 
     def compute_loss(self, batch: RowBatch) -> Tensor:
-        residual = batch.rows - self.layer(batch.rows)  # [B, I]
-        ridge = 0.5 * self.l2 / self.num_users * self.layer.weight.square().sum()
+        residual = batch.rows - self.net(batch.rows)  # [B, I]
+        ridge = 0.5 * self.l2 / self.num_users * self.net.weight.square().sum()
         return 0.5 * residual.square().sum() / len(batch) + ridge
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-        self.layer.proximal_step(lr * self.l1 / self.num_users)
+        self.net.proximal_step(lr * self.l1 / self.num_users)
 

@@ -3,92 +3,84 @@
 The item tower reads the item's fields (id, genres, year, hashed title words, ...) and optional
 pre-computed item vectors; the user tower reads the user's fields, the context fields (ctr) and
 the history: the item vectors (as ranking uses them: normalised for cosine) of the last L items,
-pooled by `history`. Each tower ends in
-an MLP to D; the score is the cosine (or dot product) divided by a temperature.
+pooled by `tower.history`. Each tower ends in an MLP to D; the score is the cosine (or dot
+product) divided by a temperature. The maths and every weight are `TwoTowerNet`
+(`lit_recs.nn.two_tower`, `model.net`), sized by a `TowerConfig` (`tower: {dim: 128, ...}`);
+this module wires in the data (feature tables, item vectors, sampling probabilities) and the loss.
 
-Training signals (`loss`), all on `TowerBatch` from `lit_recs.data.two_tower.TwoTowerDataModule`:
-`bce`, `bpr`, `hinge` (margin) and `sampled_softmax` over the row's sampled negatives;
-`in_batch_softmax` over every positive of the batch (accidental hits masked), plus the batch's
-sampled negatives as shared extra candidates (mixed negatives), optional logQ correction, and with
-`gather_negatives_across_devices` the candidates of every process (all_gather with gradients).
-Task `ctr` trains a classifier (BCE on the labels, logit = similarity + bias).
+Training signals (`loss`, a callable from `lit_recs.losses`), all on `TowerBatch` from
+`lit_recs.data.two_tower.TwoTowerDataModule`:
 
-Ranking computes the item tower once per evaluation epoch and one matmul per user batch.
+- a pairwise loss (pos [B, 1], neg [B, N]) -> scalar: `lit_recs.losses.bce`, `bpr`, `hinge`,
+  `Hinge` (another margin), `sampled_softmax`, over the row's sampled negatives;
+- `lit_recs.losses.InBatchSoftmax` (the default): every positive of the batch is a candidate
+  (accidental hits masked), plus the batch's sampled negatives as shared extra candidates (mixed
+  negatives); its `logq_correction` subtracts log of each candidate's expected count, its
+  `gather_across_devices` takes the candidates of every process (all_gather with gradients).
+
+Task `ctr` (labelled rows) trains a classifier whatever `loss` says: BCE on the labels,
+logit = similarity + bias.
+
+Ranking computes the item tower once per evaluation epoch (`precompute`) and one matmul per user
+batch.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from dataclasses import asdict
+from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from lit_recs import losses
-from lit_recs.data.batches import EvalBatch, TowerBatch
+from lit_recs.data.batches import EvalBatch, FeatureBatch, TowerBatch
 from lit_recs.data.fields import FeatureTables
+from lit_recs.data.inputs import ModelInputs
+from lit_recs.data.tokens import PAD, token_items
 from lit_recs.models.features import FeatureModule, Side
-from lit_recs.nn.towers import (
-    HistoryEncoder,
-    HistoryKind,
-    Similarity,
-    Tower,
-    pool_fields,
-    ranking_vectors,
-)
-from lit_recs.nn.towers import similarity as similarity_matrix
+from lit_recs.nn.two_tower import TowerConfig, TwoTowerNet, gather_across_processes
 
-Loss = Literal["bce", "bpr", "hinge", "sampled_softmax", "in_batch_softmax"]
+__all__ = ["TowerConfig", "TwoTower"]
 
-
-def _all_gather_cat(x: Tensor) -> Tensor:
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
+# arguments of the old constructor -> where they went (a clear error instead of a TypeError)
+_MOVED = {
+    **{name: f"tower: TowerConfig({name}=...) (YAML: tower: {{{name}: ...}})" for name in (
+        "embedding_dim", "user_hidden", "item_hidden", "dim", "dropout", "history",
+        "history_layers", "history_heads", "similarity", "temperature")},
+    "margin": "loss: lit_recs.losses.Hinge(margin) (YAML: {class_path: lit_recs.losses.Hinge, "
+              "init_args: {margin: ...}})",
+    "logq_correction": "loss: lit_recs.losses.InBatchSoftmax(logq_correction=...)",
+    "gather_negatives_across_devices": "loss: lit_recs.losses.InBatchSoftmax("
+                                       "gather_across_devices=...)",
+}
 
 
-class _GatherWithGrad(torch.autograd.Function):
-    """all_gather along dim 0 whose backward returns each process the summed gradient of its own
-    slice (any backend: an all_reduce, then the slice)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
-        ctx.rows, ctx.rank = len(x), dist.get_rank()
-        return _all_gather_cat(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        grad = grad.contiguous()
-        dist.all_reduce(grad)
-        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
-
-
-def gather_across_processes(x: Tensor, with_grad: bool) -> tuple[Tensor, int]:
-    """Rows of every process, concatenated in rank order, and this process's rank (one process:
-    x itself, 0). Every process must pass the same number of rows."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x, 0
-    gathered = _GatherWithGrad.apply(x) if with_grad else _all_gather_cat(x)
-    return gathered, dist.get_rank()
+def _loss_name(loss: Any) -> str:
+    return getattr(loss, "__name__", type(loss).__name__)
 
 
 class TwoTower(FeatureModule):
     """Two-tower model (see the module docstring).
 
-    Args (besides FeatureModule's; num_features / num_fields / item_vector_dim / history_length are
-    linked from the DataModule by the CLI):
-        embedding_dim: E, the size of every feature embedding.
-        user_hidden / item_hidden: hidden widths of each tower's MLP ([] = one linear map).
-        dim: D, the output size of both towers.
-        dropout: after every hidden layer.
-        history: how the user tower pools its history: `none`, `mean`, `gru`, `transformer`.
-        history_layers / history_heads: the transformer's size.
-        similarity: `cosine` or `dot`; temperature: scores are similarity / temperature.
-        loss: `bce`, `bpr`, `hinge`, `sampled_softmax` or `in_batch_softmax`; margin: hinge's.
-        logq_correction: in-batch softmax subtracts log of each candidate's expected count.
-        gather_negatives_across_devices: in-batch softmax over the candidates of all processes.
+    Args (num_features / num_fields / item_vector_dim / history_length are linked from the
+    DataModule by the CLI):
+        num_users / num_items / num_features / num_fields: sizes of the id and feature spaces.
+        item_vector_dim: size of the data's pre-computed item vectors (0: none).
+        history_length: L, the items of history the data serves (>= 1 for `tower.history`).
+        tower: the towers' sizes and similarity (`TowerConfig`: embedding_dim, user_hidden,
+            item_hidden, dim, dropout, history, history_layers, history_heads, similarity,
+            temperature); a dict of the same keys is accepted (checkpoints store one).
+        loss: a pairwise `lit_recs.losses.PairLoss` (bce, bpr, hinge, Hinge(margin),
+            sampled_softmax) or a `lit_recs.losses.InBatchSoftmax`; None (the default) and the
+            function `lit_recs.losses.in_batch_softmax` mean `InBatchSoftmax()` (no logQ
+            correction, this process's candidates). A default of None rather than an instance:
+            the CLI writes None to a run's config.yaml, and cannot write an instance.
+        **kwargs: RecModule's (optimizer, top_k, mask_seen, ...). FeatureModule's `l2` (the
+            FM-family penalty) must stay 0: regularise a two-tower model with the optimizer's
+            weight decay.
     """
 
     def __init__(
@@ -99,59 +91,44 @@ class TwoTower(FeatureModule):
         num_fields: int,
         item_vector_dim: int = 0,
         history_length: int = 0,
-        embedding_dim: int = 32,
-        user_hidden: list[int] = (),  # type: ignore[assignment]
-        item_hidden: list[int] = (),  # type: ignore[assignment]
-        dim: int = 64,
-        dropout: float = 0.0,
-        history: HistoryKind = "none",
-        history_layers: int = 1,
-        history_heads: int = 2,
-        similarity: Similarity = "cosine",
-        temperature: float = 0.1,
-        loss: Loss = "in_batch_softmax",
-        margin: float = 1.0,
-        logq_correction: bool = False,
-        gather_negatives_across_devices: bool = False,
+        tower: TowerConfig = TowerConfig(),  # noqa: B008 (frozen: never mutated)
+        loss: losses.PairLoss | None = None,
         **kwargs: Any,
     ) -> None:
+        moved = [f"{name} -> {where}" for name, where in _MOVED.items() if name in kwargs]
+        if moved:
+            raise TypeError("TwoTower's arguments moved: " + "; ".join(moved))
+        if kwargs.get("l2", 0.0) != 0:
+            raise ValueError(f"TwoTower has no l2 penalty (FM-family only), got l2={kwargs['l2']}: "
+                             "use the optimizer's weight_decay")
+        if isinstance(tower, dict):
+            tower = TowerConfig(**tower)
+        if not isinstance(tower, TowerConfig):
+            raise TypeError(f"tower must be a TowerConfig (or a dict of its fields), got {tower!r}")
+        if loss is None or loss is losses.in_batch_softmax:
+            loss = losses.InBatchSoftmax()
+        if not callable(loss):
+            raise ValueError("loss must be a callable from lit_recs.losses: a pairwise loss (bce, "
+                             "bpr, hinge, Hinge(margin), sampled_softmax) or InBatchSoftmax(...), "
+                             f"got {loss!r}")
         super().__init__(num_users, num_items, num_features, num_fields, **kwargs)
-        if loss not in Loss.__args__:  # type: ignore[attr-defined]
-            raise ValueError(f"loss must be one of {Loss.__args__}, got {loss!r}")  # type: ignore
-        if similarity not in ("cosine", "dot"):
-            raise ValueError(f"similarity must be 'cosine' or 'dot', got {similarity!r}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if history != "none" and history_length < 1:
-            raise ValueError(f"history={history!r} needs the data's history_length >= 1, got "
-                             f"{history_length}")
-        self.loss, self.margin, self.similarity = loss, margin, similarity
-        self.temperature, self.logq_correction = temperature, logq_correction
-        self.gather_negatives = gather_negatives_across_devices
-        self.history_kind = history
-        self.embedding = nn.Parameter(torch.randn(num_features, embedding_dim) * 0.1)  # [V, E]
-        self.item_tower = Tower(num_fields, embedding_dim, item_vector_dim, list(item_hidden), dim,
-                                dropout)
-        history_dim = dim if history != "none" else 0
-        self.user_tower = Tower(num_fields, embedding_dim, history_dim, list(user_hidden), dim,
-                                dropout)
-        self.history_encoder = None if history == "none" else HistoryEncoder(
-            history, dim, history_length, history_layers, history_heads, dropout)
-        # logit = score + bias: fitted by ctr and bce; a constant shift that the other losses cancel
-        # (kept in their graph so that DDP sees every parameter used)
-        self.bias = nn.Parameter(torch.zeros(()))
-        self.item_vector_dim = item_vector_dim
+        self.hparams["tower"] = asdict(tower)  # plain values: checkpoints load weights-only
+        self.loss, self.in_batch = loss, isinstance(loss, losses.InBatchSoftmax)
+        self.item_vector_dim, self.history_length = item_vector_dim, history_length
+        self.net = TwoTowerNet(num_features, num_fields, tower, item_vector_dim, history_length)
+
+    @property
+    def tower(self) -> TowerConfig:
+        return self.net.config
 
     # ------------------------------------------------------------------ data tables
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        datamodule = getattr(self.trainer, "datamodule", None)
-        vectors = getattr(datamodule, "item_vectors", None)
-        if vectors is not None:
-            self.attach_item_vectors(vectors)
-        probabilities = getattr(datamodule, "sampling_probabilities", None)
-        if callable(probabilities) and self.logq_correction:
-            self.attach_sampling_probabilities(**probabilities())
+    def attach_data(self, inputs: ModelInputs) -> None:
+        """FeatureModule's feature tables, the item vectors and the sampling probabilities (logQ)."""
+        super().attach_data(inputs)
+        if inputs.item_vectors is not None:
+            self.attach_item_vectors(inputs.item_vectors)
+        if inputs.sampling_probabilities is not None:
+            self.attach_sampling_probabilities(inputs.sampling_probabilities)
 
     def attach_features(self, tables: FeatureTables) -> None:
         super().attach_features(tables)
@@ -171,41 +148,30 @@ class TwoTower(FeatureModule):
                              f"{(self.num_items, self.item_vector_dim)}")
         self.register_buffer("_item_vectors", torch.from_numpy(vectors), persistent=False)
 
-    def attach_sampling_probabilities(self, positives: np.ndarray, negatives: np.ndarray) -> None:
-        """Item distributions [I] of in-batch candidates and of extra negatives (logQ)."""
-        self.register_buffer("_p_positive", torch.from_numpy(positives).float(), persistent=False)
-        self.register_buffer("_p_negative", torch.from_numpy(negatives).float(), persistent=False)
+    def attach_sampling_probabilities(self, probabilities: dict[str, np.ndarray]) -> None:
+        """Item distributions [I] of in-batch candidates (`positives`) and of extra negatives
+        (`negatives`), for the logQ correction."""
+        for name in ("positives", "negatives"):
+            p = torch.from_numpy(np.asarray(probabilities[name])).float()
+            self.register_buffer(f"_p_{name[:-1]}", p, persistent=False)
 
-    # ------------------------------------------------------------------ towers
+    # ------------------------------------------------------------------ towers (data -> net)
     def item_vectors(self, items: Tensor) -> Tensor:
         """Item tower: item indices [C] -> [C, D]."""
-        index, value, _ = self._side_slots("item", items)
-        fields = self.side_fields("item")
-        pooled = pool_fields(self.embedding, index, value, self._item_slot_field, len(fields))
-        extra = self._item_vectors[items] if self.item_vector_dim else None
-        return self.item_tower(pooled, fields, extra)
+        index, value, _ = self.side_slots("item", items)
+        vectors = self._item_vectors[items] if self.item_vector_dim else None
+        return self.net.item_vectors(index, value, self._item_slot_field,
+                                     self.side_fields("item"), vectors)
 
     def user_vectors(self, users: Tensor, history: Tensor | None, history_items: Tensor | None,
                      context: Tensor | None = None) -> Tensor:
         """User tower: users [B], history tokens [B, L] with their item vectors [B, L, D],
         context feature ids [B, Sc] -> [B, D]."""
-        index, value, _ = self._side_slots("user", users)
-        fields = self.side_fields("user")
-        pooled = pool_fields(self.embedding, index, value, self._user_slot_field, len(fields))
-        if context is not None and context.shape[1]:
-            pooled = torch.cat([pooled, self.embedding[context]], 1)  # [B, F_u + Sc, E]
-            fields = torch.cat([fields, self._context_fields])
-        extra = None
-        if self.history_encoder is not None:
-            if history is None or history_items is None:
-                raise ValueError(f"history={self.history_kind!r}: the batches carry no history "
-                                 "(set the DataModule's history_length)")
-            extra = self.history_encoder(history_items, history > 0)  # [B, D]
-        return self.user_tower(pooled, fields, extra)
-
-    def _ranking_vectors(self, raw: Tensor) -> Tensor:
-        """Tower output -> the vector ranking uses (and the history encoder reads)."""
-        return ranking_vectors(raw, self.similarity)
+        index, value, _ = self.side_slots("user", users)
+        keep = None if history is None else history != PAD  # [B, L]
+        return self.net.user_vectors(index, value, self._user_slot_field, self.side_fields("user"),
+                                     history_items, keep, context,
+                                     getattr(self, "_context_fields", None))
 
     def _items_once(self, *ids: Tensor) -> list[Tensor]:
         """Item vectors of several id tensors, the tower run once per distinct item."""
@@ -218,91 +184,93 @@ class TwoTower(FeatureModule):
         return out
 
     def _history_ids(self, history: Tensor | None) -> Tensor:
-        if history is None or self.history_encoder is None:
-            return torch.zeros(0, 0, dtype=torch.long, device=self.embedding.device)
-        return (history - 1).clamp(min=0)  # [B, L] item ids (padding -> item 0, masked)
+        if history is None or self.net.history_encoder is None:
+            return torch.zeros(0, 0, dtype=torch.long, device=self.net.embedding.device)
+        return token_items(history).clamp(min=0)  # [B, L] item ids (padding -> item 0, masked)
 
-    def scores(self, user: Tensor, item: Tensor) -> Tensor:
-        """user [B, D], item [B, ..., D] (the same rows) -> [B, ...] scaled similarities."""
-        user, item = self._ranking_vectors(user), self._ranking_vectors(item)
-        shape = (len(user),) + (1,) * (item.dim() - 2) + (user.shape[-1],)
-        return (user.view(shape) * item).sum(-1) / self.temperature
+    def _user_and_items(self, batch: TowerBatch, *items: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The batch's user vectors [B, D] and the item vectors of each id tensor, the history's
+        items read through the same tower run."""
+        *vectors, hist_v = self._items_once(*items, self._history_ids(batch.history))
+        user = self.user_vectors(batch.users, batch.history, self.net.ranking_vectors(hist_v),
+                                 batch.context)
+        return user, vectors
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, batch: TowerBatch) -> Tensor:
         if batch.labels is not None:
             return F.binary_cross_entropy_with_logits(self.score_rows(batch), batch.labels)
-        if self.loss == "in_batch_softmax":
+        if self.in_batch:
             return self._in_batch_loss(batch)
         if batch.negatives is None:
-            raise ValueError(f"loss={self.loss!r} needs sampled negatives: set the DataModule's "
-                             "num_negatives >= 1")
-        pos_v, neg_v, hist_v = self._items_once(batch.items, batch.negatives,
-                                                self._history_ids(batch.history))
-        user = self.user_vectors(batch.users, batch.history, self._ranking_vectors(hist_v))
+            raise ValueError(f"loss={_loss_name(self.loss)} needs sampled negatives: set the "
+                             "DataModule's num_negatives >= 1")
+        user, (pos_v, neg_v) = self._user_and_items(batch, batch.items, batch.negatives)
         # the bias shifts every score alike: only BCE depends on it, the rest cancel it exactly
-        pos, neg = self.scores(user, pos_v) + self.bias, self.scores(user, neg_v) + self.bias
-        if self.loss == "bce":
-            return losses.bce(pos, neg)
-        if self.loss == "bpr":
-            return losses.bpr(pos, neg)
-        if self.loss == "hinge":
-            return losses.hinge(pos, neg, self.margin)
-        return losses.sampled_softmax(pos, neg)
+        bias = self.net.bias
+        return self.loss(self.net.scores(user, pos_v) + bias, self.net.scores(user, neg_v) + bias)
 
     def _in_batch_loss(self, batch: TowerBatch) -> Tensor:
         extra = batch.negatives.reshape(-1) if batch.negatives is not None else \
             batch.items.new_zeros(0)  # [M] shared extra negatives
-        pos_v, neg_v, hist_v = self._items_once(batch.items, extra,
-                                                self._history_ids(batch.history))
-        user = self.user_vectors(batch.users, batch.history, self._ranking_vectors(hist_v))
+        user, (pos_v, neg_v) = self._user_and_items(batch, batch.items, extra)
         rank = 0
-        if self.gather_negatives:  # every process's candidates: [W B, D], [W B], [W M, D], [W M]
+        if self.loss.gather_across_devices:  # every process's candidates: [W B, D], [W B], ...
             (pos_v, rank), (neg_v, _) = (gather_across_processes(v, True) for v in (pos_v, neg_v))
             pos_ids, neg_ids = (gather_across_processes(i, False)[0] for i in (batch.items, extra))
         else:
             pos_ids, neg_ids = batch.items, extra
         candidates = torch.cat([pos_v, neg_v])  # [C, D]
         ids = torch.cat([pos_ids, neg_ids])  # [C]
-        logits = similarity_matrix(user, candidates, self.similarity, self.temperature)  # [B, C]
-        logits = logits + self.bias  # cancels in the softmax
+        logits = self.net.score_matrix(user, candidates)  # [B, C]
+        logits = logits + self.net.bias  # cancels in the softmax
         targets = rank * len(batch) + torch.arange(len(batch), device=logits.device)  # [B]
-        log_q = self._log_q(ids, len(pos_ids), len(neg_ids)) if self.logq_correction else None
-        return losses.in_batch_softmax(logits, targets, batch.items, ids, log_q)
+        log_q = self._log_q(ids, len(pos_ids), len(neg_ids)) if self.loss.logq_correction \
+            else None
+        return self.loss(logits, targets, batch.items, ids, log_q)
 
     def _log_q(self, ids: Tensor, num_positive: int, num_negative: int) -> Tensor:
         """log of each candidate's expected count among num_positive in-batch draws (training
         frequencies) and num_negative draws of the extra negatives' distribution [C]."""
         if not hasattr(self, "_p_positive"):
             raise RuntimeError("logq_correction needs the sampling probabilities: train with a "
-                               "TwoTowerDataModule or call attach_sampling_probabilities")
+                               "TwoTowerDataModule or call "
+                               "model.attach_data(datamodule.model_inputs('fit'))")
         expected = num_positive * self._p_positive[ids] + num_negative * self._p_negative[ids]
         return expected.clamp(min=1e-12).log()
 
-    # ------------------------------------------------------------------ evaluation
+    # ------------------------------------------------------------------ labelled rows
     def score_rows(self, batch: TowerBatch) -> Tensor:  # type: ignore[override]
         """Click logits of labelled rows [B]: similarity / temperature + bias."""
-        item_v, hist_v = self._items_once(batch.items, self._history_ids(batch.history))
-        user = self.user_vectors(batch.users, batch.history, self._ranking_vectors(hist_v),
-                                 batch.context)
-        return self.scores(user, item_v) + self.bias
+        user, (item_v,) = self._user_and_items(batch, batch.items)
+        return self.net.scores(user, item_v) + self.net.bias
+
+    def forward_rows(self, batch: FeatureBatch) -> tuple[Tensor, Tensor | None]:
+        return self.score_rows(batch), None  # type: ignore[arg-type]
 
     def set_global_bias(self, value: float) -> None:
-        self.bias.fill_(value)
+        self.net.bias.fill_(value)
 
+    # ------------------------------------------------------------------ ranking
     def encode_side(self, index: Tensor, value: Tensor, field: Tensor, side: Side
                     ) -> tuple[Tensor, Tensor]:
-        """Only the item side (all items at once, for `item_part`): (zeros [I], vec [I, D])."""
-        items = torch.arange(self.num_items, device=self.embedding.device)
-        vec = self._ranking_vectors(self.item_vectors(items))  # [I, D]
+        raise NotImplementedError("TwoTower does not score from one side's slots alone (item "
+                                  "vectors, histories): use item_part() and user_part(batch)")
+
+    def precompute(self) -> tuple[Tensor, Tensor] | None:
+        """The item side of every item, once per evaluation epoch: (zeros [I], vectors [I, D] as
+        ranking uses them); None without feature tables."""
+        if not self.has_features():
+            return None
+        items = torch.arange(self.num_items, device=self.net.embedding.device)
+        vec = self.net.ranking_vectors(self.item_vectors(items))  # [I, D]
         return vec.new_zeros(len(vec)), vec
 
     def user_part(self, batch: EvalBatch) -> Tensor:
         """The users' tower vectors [B, D], scaled so that user_part @ item_part.T = scores."""
-        history = batch.sequences if self.history_encoder is not None else None
+        history = batch.sequences if self.net.history_encoder is not None else None
         hist_v = None if history is None else self.item_part()[1][self._history_ids(history)]
-        user = self.user_vectors(batch.users, history, hist_v)
-        return self._ranking_vectors(user) / self.temperature
+        return self.net.query_vectors(self.user_vectors(batch.users, history, hist_v))
 
     def score(self, batch: EvalBatch) -> Tensor:
         return self.user_part(batch) @ self.item_part()[1].T  # [B, I]
@@ -317,5 +285,5 @@ class TwoTower(FeatureModule):
         return out
 
     def item_embeddings(self) -> Tensor:
-        """Every item's tower vector [I, D] as ranking uses it (normalised for cosine)."""
+        """Every item's tower vector [I, D] as ranking uses them (normalised for cosine)."""
         return self.item_part()[1]

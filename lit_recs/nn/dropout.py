@@ -1,12 +1,12 @@
 """Dropout with a cheaper random mask on the CPU.
 
-torch's CPU dropout draws one random number per element through `bernoulli_` (about 10 ns each on
-this project's 2-core machine): with dropout 0.1 it was 39% of a NeuMF epoch and 14% of a BERT4Rec
-step. Here the CPU mask comes from 16-bit slices of 64-bit random integers (four elements per
-draw): an element is kept when its slice is at or above t = round(p 65536), so the drop
-probability is t / 65536 (within 1 / 131072 of p) and the kept elements are scaled by
-65536 / (65536 - t), which keeps the expectation exact. On other devices (CUDA: Philox, already
-fast) and in evaluation, this is `torch.nn.functional.dropout`.
+torch's CPU dropout draws one random number per element through `bernoulli_`, a large share of a
+NeuMF epoch or a BERT4Rec step (measured in experiments/benchmarks). Here the CPU mask comes from
+16-bit slices of 64-bit random integers (four elements per draw): an element is kept when its
+slice is at or above t = round(p 65536), so the drop probability is t / 65536 (within 1 / 131072
+of p) and the kept elements are scaled by 65536 / (65536 - t), which keeps the expectation exact.
+On other devices (CUDA: Philox, already fast) and in evaluation, this is
+`torch.nn.functional.dropout`.
 """
 
 from __future__ import annotations

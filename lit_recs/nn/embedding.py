@@ -8,8 +8,8 @@ from torch import Tensor, nn
 def lookup(table: nn.Embedding, index: Tensor) -> Tensor:
     """table(index): index [...] -> [..., D].
 
-    A dense table goes through index_select: on the CPU its backward (an index_add) is 2-3x faster
-    than nn.Embedding's for the many repeated ids of feature rows. A table built with
+    A dense table goes through index_select: on the CPU its backward (an index_add) is faster than
+    nn.Embedding's for the many repeated ids of feature rows. A table built with
     `sparse=True` keeps nn.Embedding's sparse gradient (large feature spaces; use an optimizer
     that takes sparse gradients, e.g. torch.optim.Adagrad or SparseAdam).
     """

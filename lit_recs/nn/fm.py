@@ -45,7 +45,39 @@ def _table(num_features: int, width: int, init_std: float, sparse: bool) -> nn.E
     return table
 
 
-class FMNet(nn.Module):
+class FactorizationNet(nn.Module):
+    """What FMNet and FFMNet share on top of their `parts`: scored rows with the L2 penalty from
+    the same lookup, and one side's (bias, vector) for ranking a catalogue with one matmul."""
+
+    bias: nn.Parameter  # w0
+
+    def parts(self, index: Tensor, value: Tensor, field: Tensor, norms: bool = False) -> Parts:
+        raise NotImplementedError
+
+    def side_vector(self, vector: Tensor, side: str, user_fields: Tensor, item_fields: Tensor
+                    ) -> Tensor:
+        """Parts.vector of one side [R, ...] -> [R, D], dotted with the other side's."""
+        return vector
+
+    def rows(self, index: Tensor, value: Tensor, field: Tensor, l2: float = 0.0
+             ) -> tuple[Tensor, Tensor | None]:
+        """Rows [R, S] -> (y(x) [R], l2 * sum of the squared table rows of the real slots / R,
+        or None when l2 = 0)."""
+        parts = self.parts(index, value, field, norms=l2 > 0)
+        penalty = None if parts.norms is None else l2 * parts.norms.sum() / len(index)
+        return self.bias + parts.terms, penalty
+
+    def encode_side(self, index: Tensor, value: Tensor, field: Tensor, side: str,
+                    user_fields: Tensor, item_fields: Tensor) -> tuple[Tensor, Tensor]:
+        """One side's slots [R, S] -> (bias [R], vec [R, D]): the row joining user u and item i
+        scores bias_u + bias_i + <vec_u, vec_i> (w0 goes with the user). user_fields /
+        item_fields [F_side]: the field numbers of each side (FFM pairs them)."""
+        parts = self.parts(index, value, field)
+        bias = parts.terms + self.bias if side == "user" else parts.terms  # [R]
+        return bias, self.side_vector(parts.vector, side, user_fields, item_fields)
+
+
+class FMNet(FactorizationNet):
     """w0 + sum_i w_i x_i + sum_{i<j} <v_i, v_j> x_i x_j, the pairwise term in O(S k) per row."""
 
     def __init__(self, num_features: int, dim: int, init_std: float = 0.01, sparse: bool = False
@@ -79,7 +111,7 @@ def real_slots(value: Tensor) -> tuple[Tensor, Tensor]:
     return value.nonzero(as_tuple=True)
 
 
-class FFMNet(nn.Module):
+class FFMNet(FactorizationNet):
     """w0 + sum_i w_i x_i + sum_{i<j} <v_{i, f_j}, v_{j, f_i}> x_i x_j: one factor vector per
     (feature, field), the pairwise term through per-field sums."""
 
@@ -110,6 +142,14 @@ class FFMNet(nn.Module):
         squares = (vx.new_zeros(b).index_add_(0, rows, entries.square().sum(1))
                    if norms else None)  # [B]
         return Parts(linear + pairwise, t, squares)
+
+    def side_vector(self, vector: Tensor, side: str, user_fields: Tensor, item_fields: Tensor
+                    ) -> Tensor:
+        """T [R, F, F, k] -> the blocks that meet the other side, laid out (user field, item
+        field): T_u[f, g] for the user, T_i[g, f] for the item: [R, Fu Fi k]."""
+        if side == "user":
+            return vector[:, user_fields][:, :, item_fields].flatten(1)  # [R, Fu Fi k]
+        return vector[:, item_fields][:, :, user_fields].transpose(1, 2).flatten(1)
 
     def forward(self, index: Tensor, value: Tensor, field: Tensor) -> Tensor:
         """index, value, field [B, S] -> [B]."""
