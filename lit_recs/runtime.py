@@ -69,3 +69,15 @@ def uses_distributed_sampler(trainer: Any) -> bool:
     `use_distributed_sampler` argument, kept only by its private accelerator connector)."""
     connector = getattr(trainer, "_accelerator_connector", None)
     return bool(getattr(connector, "use_distributed_sampler", False))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux' MemAvailable), None elsewhere."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None

@@ -27,7 +27,6 @@ at test time).
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any
 
 import numpy as np
@@ -37,6 +36,7 @@ from torch import Tensor
 from lit_recs.data.batches import EvalBatch, RowBatch
 from lit_recs.data.interactions import Interactions
 from lit_recs.models.base import ClosedFormModule, RecModule
+from lit_recs.nn.item_item import history_scores, to_csr
 from lit_recs.nn.slim import SLIMLayer, fista_slim, lipschitz
 from lit_recs.nn.slim_screened import candidates, slim_screened, sparse_gram
 
@@ -126,11 +126,9 @@ class SLIM(ClosedFormModule):
         return tuple(np.concatenate(p) for p in zip(*parts))  # type: ignore[return-value]
 
     def precompute(self) -> Tensor:
-        """W^T as sparse CSR on W's device, once per evaluation pass (scoring is W^T rows^T)."""
-        w = self.weight  # .t() of a sparse tensor fails under inference_mode: flip indices
-        w_t = torch.sparse_coo_tensor(w.indices().flip(0), w.values(), tuple(w.shape),
-                                      check_invariants=False)
-        return w_t.coalesce().to_sparse_csr()
+        """W as sparse CSR on W's device, once per evaluation pass (rows of W: what each known
+        item adds to every item's score)."""
+        return to_csr(self.weight)
 
     def dense_weight(self) -> Tensor:
         return self.weight.to_dense()  # [I, I]
@@ -148,10 +146,7 @@ class SLIM(ClosedFormModule):
         log_sparsity(self, self.sparsity())
 
     def score(self, batch: EvalBatch) -> Tensor:
-        rows = batch.seen_rows(self.num_items)  # [B, I]
-        with warnings.catch_warnings():  # "sparse CSR support is in beta"
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.sparse.mm(self.precomputed(), rows.T).T  # (W^T rows^T)^T = rows W [B, I]
+        return history_scores(batch.seen, len(batch), self.precomputed())  # a_u W [B, I]
 
 
 class SLIMGradient(RecModule):
