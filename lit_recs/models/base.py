@@ -10,7 +10,7 @@ and, where it needs them, four optional ones (each has a default that does nothi
 - `attach_data(inputs: ModelInputs)`: what the data gives beyond batches (the training matrix,
   feature tables, item vectors, sampling probabilities); called by `setup` on every stage;
 - `precompute() -> Any`: what scoring reuses across one evaluation epoch (every item's vector,
-  say); computed once when a validation / test / predict epoch starts, read with `precomputed()`;
+  say); computed at most once per validation / test / predict epoch, read with `precomputed()`;
 - `score_candidates(batch, items [B, C]) -> [B, C]`: the sampled protocol's scores, when the
   model can score a few items faster than the catalogue;
 - `item_weights() -> [I, I] | None`: item-item models' weights, exported by `predict`.

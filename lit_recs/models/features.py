@@ -164,17 +164,12 @@ class FeatureModule(RecModule):
         kind = "rating" if batch.task == "rating" else "ctr"
         self.row_metrics[f"{stage}_{kind}"].update(scores, batch.labels)
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
+    def evaluate(self, batch: Any, stage: str) -> None:
+        """Ranking batches (EvalBatch) as every model; labelled rows by `evaluate_rows`."""
         if isinstance(batch, EvalBatch):
-            self.evaluate(batch, "val")
+            super().evaluate(batch, stage)
         else:
-            self.evaluate_rows(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        if isinstance(batch, EvalBatch):
-            self.evaluate(batch, "test")
-        else:
-            self.evaluate_rows(batch, "test")
+            self.evaluate_rows(batch, stage)
 
     def log_metrics(self, stage: str) -> None:
         for key in (f"{stage}_ctr", f"{stage}_rating"):
