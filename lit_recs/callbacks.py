@@ -143,7 +143,10 @@ class ResultsWriter(Callback):
     (`error` holds the exception). `best_val` holds every `val/*` metric of the evaluation with the
     best monitored value so far, and its epoch (kept in the checkpoint, so a resumed run continues
     it). `warnings` lists what the run should not pass over silently: the data's (e.g. ties in the
-    split) and StillImproving's.
+    split) and StillImproving's. `data_summary` states what the data became (the DataModule's
+    `data_summary`: sizes before and after each preprocessing step and why rows went, density,
+    events per user, the split's parts and the users each part lacks; null for a DataModule
+    without one).
     """
 
     def __init__(self, config: dict[str, Any] | None = None, filename: str = "results.json"):
@@ -243,6 +246,7 @@ class ResultsWriter(Callback):
             "last_checkpoint": last,
             "timings": self.timings,
             "data_fingerprint": getattr(datamodule, "fingerprint", None),
+            "data_summary": getattr(datamodule, "data_summary", None),
             "git_commit": git_commit(),
             "git_dirty": git_dirty(),
             "world_size": trainer.world_size,

@@ -63,12 +63,13 @@ def test_int_ids_round_trip(tmp_path, suffix):
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet"])
 def test_string_ids_round_trip(tmp_path, suffix):
-    users = ["bob", "bob", "alice", "zoë", "alice"]
-    items = ["007", "7", "7", "x y", "007"]  # "007" and "7" are different ids
+    users = ["bob", "bob", "x y", "zoë", "x y"]
+    items = ["007", "7", "7", "08", "007"]  # zero-padded codes: "007" and "7" are different ids
     df = frame(users, items, rating=RATINGS, timestamp=STAMPS)
     inter = Tabular(write(df, tmp_path / f"s{suffix}")).load()
     check(inter, users, items, RATINGS, STAMPS)
-    assert list(inter.item_ids) == ["007", "7", "x y"]
+    assert list(inter.item_ids) == ["007", "08", "7"]
+    assert list(inter.user_ids) == ["bob", "x y", "zoë"]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
@@ -122,10 +123,13 @@ def test_late_type_change_in_csv(tmp_path):
     """A value after the type-inference window changes the column type: read, not dropped."""
     rows = "".join(f"{i},{i % 7},4\n" for i in range(12_000))
     path = tmp_path / "late.csv"
-    path.write_text("user_id,item_id,rating\n" + rows + "12000,x,4.5\n")
+    path.write_text("user_id,item_id,rating\n" + rows + "12000,7.0,4.5\n")
     inter = Tabular(str(path)).load()
     assert len(inter) == 12_001 and inter.ratings[-1] == 4.5
-    assert inter.item_ids.dtype == object and "x" in set(inter.item_ids)
+    assert inter.item_ids.dtype == np.int64 and inter.item_ids[inter.items[-1]] == 7
+    # a text id among numbers is an error naming it, never a silent switch to text ids
+    path.write_text("user_id,item_id,rating\n" + rows + "12000,x,4.5\n")
+    raises(path, ["column 'item_id' mixes numbers and text", "row 12000", "'x'"])
 
 
 # ------------------------------------------------------------------ errors

@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -19,7 +20,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from lit_recs.data.batches import EvalBatch, PairBatch, RowBatch
-from lit_recs.data.datasets.base import DataSource, resolve
+from lit_recs.data.datasets.base import COLUMNS, DataSource, resolve
 from lit_recs.data.inputs import ModelInputs
 from lit_recs.data.interactions import Interactions, binarize, deduplicate, k_core
 from lit_recs.data.sampling import (
@@ -116,10 +117,28 @@ class RecDataModule(LightningDataModule):
     """Loads a dataset, turns it into implicit feedback, filters, splits and serves evaluation.
 
     Args:
-        dataset: `ml-100k`, `ml-1m`, `ml-20m`, `synthetic`, a .csv/.tsv/.parquet path, or a
-            DataSource (class_path in the config) for full control over loading.
+        dataset: `ml-100k`, `ml-1m`, `ml-20m`, `synthetic`, the path of your own file, or a
+            DataSource (class_path in the config) for full control over loading. A file
+            (`lit_recs.data.datasets.resolve`): `.csv` / `.tsv` / `.parquet` / `.pq` and gzip'd
+            `.csv.gz` / `.tsv.gz` are tables with named columns (`Tabular`); `.txt` / `.txt.gz`
+            hold one `user item` pair per line, each user's lines in time order, no header
+            (`SequenceFile`, the format of SASRec's data files). A relative path is relative to
+            the working directory, also in a YAML file.
         data_dir: where MovieLens files are (or are downloaded to); default `$LIT_RECS_DATA`, else
             the user cache dir.
+        user_col: a table's user id column.
+        item_col: a table's item id column.
+        rating_col: a table's rating column; at its default name it may be missing from the
+            file (no ratings), any other name must exist; null leaves the column out.
+        time_col: a table's time column: integer seconds, dates or datetimes. At its default name
+            it may be missing from the file (no time: file order is time), any other name must
+            exist; null leaves the column out.
+        file_format: `auto` (by the file's suffix, above), `table` or `sequence` for a file name
+            with another suffix.
+        text_ids: read every id as text, verbatim. By default a column of numbers gives integer
+            ids (`1.0` is 1), zero-padded codes stay text (`007` and `7` are two ids), and a
+            column that mixes numbers and text is an error naming its first odd value
+            (`lit_recs.data.datasets.ids`).
         rating_threshold: keep interactions with rating >= threshold (None keeps all).
         dedup: repeated (user, item) events: keep the `first` or `last` in time, or `all`.
         min_user_interactions / min_item_interactions: k-core filtering (0 = off).
@@ -151,13 +170,23 @@ class RecDataModule(LightningDataModule):
     `setup` checks the options against the data (vectorised over the users, seconds at 10^7
     interactions) and raises a ValueError naming the option and its limit: `sampled_negatives`
     at every stage that evaluates, the training negatives (`num_negatives` of the subclasses that
-    sample, see `training_negatives`) at fit.
+    sample, see `training_negatives`) at fit. At fit it then logs what the data became
+    (`data_summary`, once, on the first process); results.json keeps the same dict.
     """
 
     def __init__(
         self,
-        dataset: str | DataSource = "ml-100k",
+        # `Path` keeps a path a path: with `str | DataSource` alone, jsonargparse (LightningCLI)
+        # loads a string that names an existing file as a sub-config and passes the file's
+        # contents (any type hint that admits a class does so, unless it also admits a path)
+        dataset: str | Path | DataSource = "ml-100k",
         data_dir: str | None = None,
+        user_col: str = COLUMNS["user_col"],
+        item_col: str = COLUMNS["item_col"],
+        rating_col: str | None = COLUMNS["rating_col"],
+        time_col: str | None = COLUMNS["time_col"],
+        file_format: Literal["auto", "table", "sequence"] = "auto",
+        text_ids: bool = False,
         rating_threshold: float | None = None,
         dedup: Literal["first", "last", "all"] = "first",
         min_user_interactions: int = 0,
@@ -180,7 +209,9 @@ class RecDataModule(LightningDataModule):
         if sampled_distribution not in ("uniform", "popularity"):
             raise ValueError("sampled_distribution must be 'uniform' or 'popularity', got "
                              f"{sampled_distribution!r}")
-        self.source = resolve(dataset, data_dir)
+        self.source = resolve(dataset, data_dir, user_col=user_col, item_col=item_col,
+                              rating_col=rating_col, time_col=time_col, file_format=file_format,
+                              text_ids=text_ids)
         self.rating_threshold, self.dedup = rating_threshold, dedup
         self.min_user, self.min_item = min_user_interactions, min_item_interactions
         self.split_how, self.split_ratios, self.seed = split, tuple(split_ratios), seed
@@ -192,6 +223,8 @@ class RecDataModule(LightningDataModule):
             raise ValueError(f"predict_ranking must be 'unseen' or 'test', got {predict_ranking!r}")
         self.predict_ranking = predict_ranking
         self._data: Interactions | None = None
+        self._loaded: dict[str, int] = {}  # the raw log's size (data_summary)
+        self._removed: list[dict[str, Any]] = []  # what each preprocessing step removed
         self._split: Split | None = None
         self._eval: dict[str, EvalDataset] = {}
         self._sampled: np.ndarray | None = None  # [U, N] the sampled protocol's negatives
@@ -207,11 +240,107 @@ class RecDataModule(LightningDataModule):
     def data(self) -> Interactions:
         """The whole preprocessed log (implicit, deduplicated, filtered), contiguous ids."""
         if self._data is None:
-            inter = binarize(self.source.load(), self.rating_threshold)
-            inter = k_core(deduplicate(inter, self.dedup), self.min_user, self.min_item)
+            inter = self.source.load()
+            self._loaded, self._removed = _size(inter), []
+            steps = []
+            if self.rating_threshold is not None:
+                steps.append(("rating_threshold", f"keep ratings >= {self.rating_threshold}",
+                              lambda x: binarize(x, self.rating_threshold)))
+            if self.dedup != "all":
+                steps.append(("dedup", f"one event per (user, item): the {self.dedup} in time",
+                              lambda x: deduplicate(x, self.dedup)))
+            if self.min_user > 1 or self.min_item > 1:
+                steps.append(("k_core", f"users with >= {self.min_user} and items with >= "
+                              f"{self.min_item} interactions, repeated until stable",
+                              lambda x: k_core(x, self.min_user, self.min_item)))
+            for step, rule, apply in steps:
+                out = apply(inter)
+                before, after = _size(inter), _size(out)
+                self._removed.append({"step": step, "rule": rule,
+                                      **{k: before[k] - after[k] for k in before}})
+                inter = out
             log.info("%s", inter.summary())
             self._data = inter
         return self._data
+
+    @property
+    def data_summary(self) -> dict[str, Any] | None:
+        """What the data became, for the console (at fit) and results.json; None before loading.
+
+        `source`; `loaded` (interactions, users, items of the raw log); `removed`: one entry per
+        preprocessing step that is on (`rating_threshold`, `dedup`, `k_core`: its rule and the
+        interactions, users and items it removed); the resulting `interactions`, `users`,
+        `items`, `density`; `user_length`: quantiles of the events per user (min, q10, q25,
+        median, q75, q90, max: lengths that occur; and the mean); `log_fingerprint`: the content
+        hash of the resulting log (equal for equal data from any file or loader); `split`, once
+        split: its rule and, per part (train / val / test), interactions and users; for val and
+        test also `users_without` (users with none there) and `why`, and `cold_users` (users
+        there with no training event).
+        """
+        if self._data is None:
+            return None
+        data = self._data
+        counts = data.user_counts()
+        summary: dict[str, Any] = {
+            "dataset": data.name,
+            "source": repr(self.source),
+            "loaded": dict(self._loaded),
+            "removed": [dict(r) for r in self._removed],
+            **_size(data),
+            "density": round(len(data) / max(1, data.num_users * data.num_items), 6),
+            "user_length": _lengths(counts),
+            "log_fingerprint": data.fingerprint(),
+        }
+        if self._split is not None:
+            summary["split"] = self._split_summary(counts)
+        return summary
+
+    def _split_summary(self, counts: np.ndarray) -> dict[str, Any]:
+        s, how = self._split, self.split_how
+        out: dict[str, Any] = {"how": how}
+        if how in ("random", "temporal", "global_random"):
+            out["ratios"] = list(self.split_ratios)
+        if how == "fold":
+            out["fold"], out["num_folds"] = self.fold, self.num_folds
+        in_train = s.train.user_counts() > 0
+        for part, inter in (("train", s.train), ("val", s.val), ("test", s.test)):
+            has = inter.user_counts() > 0
+            entry: dict[str, Any] = {"interactions": len(inter), "users": int(has.sum())}
+            if part != "train":
+                without = int((~has & (counts > 0)).sum())
+                entry["users_without"] = without
+                entry["why"] = self._why_without(part) if without else None
+                entry["cold_users"] = int((has & ~in_train).sum())
+            out[part] = entry
+        return out
+
+    def _why_without(self, part: str) -> str:
+        """Why a user can have no event in the validation / test part of this split."""
+        r_val, r_test = self.split_ratios[1], self.split_ratios[2]
+        r = r_val if part == "val" else r_test
+        return {
+            "loo": {"test": "fewer than 2 events (a single event trains)",
+                    "val": "fewer than 3 events (the last tests, the rest trains)"}[part],
+            "random": f"too few events: floor({r} x events) is 0, and one is held out only while "
+                      "2 stay in training",
+            "temporal": "none of their events falls in the " + (
+                f"last {r_test:.0%} of the log in time" if part == "test" else
+                f"{r_val:.0%} of the log in time before the test part"),
+            "global_random": f"none of their events was drawn ({r:.0%} of all events, seed "
+                             f"{self.seed})",
+            "fold": f"none of their events is in fold {self.fold} of {self.num_folds} (file order)"
+                    if part == "test" else
+                    f"none of their events was drawn ({r_val:.0%} of all events, seed {self.seed})",
+        }[self.split_how]
+
+    def log_data_summary(self) -> None:
+        """Logs `data_summary` as a few lines (on the first process only)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and not trainer.is_global_zero:
+            return
+        summary = self.data_summary
+        if summary is not None:
+            log.info("%s", summary_text(summary))
 
     @property
     def splits(self) -> Split:
@@ -261,8 +390,12 @@ class RecDataModule(LightningDataModule):
 
     # ------------------------------------------------------------ option limits
     def setup(self, stage: str | None = None) -> None:
-        """Checks the options against the data before anything is drawn (`check_limits`)."""
+        """Checks the options against the data before anything is drawn (`check_limits`); at
+        fit, then logs what the data became (`log_data_summary`)."""
         self.check_limits(stage)
+        if stage == "fit":
+            _ = self.splits  # the summary states the split too
+            self.log_data_summary()
 
     def check_limits(self, stage: str | None = None) -> None:
         """Raises a ValueError naming the option and its limit: `sampled_negatives` unless
@@ -426,6 +559,56 @@ class RecDataModule(LightningDataModule):
             f"{type(self).__name__} serves no training batches: use a subclass such as "
             "lit_recs.data.datamodules.NegativeSamplingDataModule"
         )
+
+
+def _size(inter: Interactions) -> dict[str, int]:
+    return {"interactions": len(inter), "users": inter.num_users, "items": inter.num_items}
+
+
+QUANTILES = {"min": 0.0, "q10": 0.1, "q25": 0.25, "median": 0.5, "q75": 0.75, "q90": 0.9,
+             "max": 1.0}
+
+
+def _lengths(counts: np.ndarray) -> dict[str, float | int]:
+    """Quantiles of the events per user (lengths that occur: inverted CDF) and their mean."""
+    counts = counts[counts > 0]
+    if len(counts) == 0:
+        return {}
+    qs = np.quantile(counts, list(QUANTILES.values()), method="inverted_cdf")
+    out: dict[str, float | int] = {k: int(q) for k, q in zip(QUANTILES, qs)}
+    out["mean"] = round(float(counts.mean()), 2)
+    return out
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """`RecDataModule.data_summary` as the lines the console shows at fit."""
+    def count(n: int, what: str) -> str:
+        return f"{n:,} {what}{'s' if n != 1 else ''}"
+
+    def size(d: dict[str, int]) -> str:
+        return ", ".join(count(d[k], k[:-1]) for k in ("interactions", "users", "items"))
+
+    lines = [f"data {summary['dataset']}: loaded {size(summary['loaded'])} ({summary['source']})"]
+    for r in summary["removed"]:
+        lines.append(f"  {r['step']} ({r['rule']}): removed {size(r)}")
+    length = summary["user_length"]
+    quantiles = ", ".join(f"{k} {length[k]:,}" for k in QUANTILES if k in length)
+    lines.append(f"  kept {size(summary)}, density {summary['density']:.4%}; events per user: "
+                 f"{quantiles}, mean {length.get('mean', 0):,}")
+    split = summary.get("split")
+    if split:
+        train = split["train"]
+        parts = [f"train {train['interactions']:,} ({count(train['users'], 'user')})"]
+        for part in ("val", "test"):
+            p = split[part]
+            text = f"{part} {p['interactions']:,} ({count(p['users'], 'user')}"
+            if p["users_without"]:
+                text += f"; {count(p['users_without'], 'user')} with none: {p['why']}"
+            if p["cold_users"]:
+                text += f"; {count(p['cold_users'], 'user')} here without a training event"
+            parts.append(text + ")")
+        lines.append(f"  split {split['how']}: " + " | ".join(parts))
+    return "\n".join(lines)
 
 
 class PairDataset(Dataset):

@@ -1,15 +1,17 @@
 """`Tabular`: an interaction log from any CSV / TSV / parquet file with named columns.
 
-Read with polars (lazy scan, only the needed columns). Every value is checked: a null id, a
-null / NaN / negative rating, a null or negative timestamp, a missing column or an unreadable file
-is an error that names the file, the column and an offending value with its row (0-based, header
-excluded); no row is ever dropped.
+Read with polars (lazy scan, only the needed columns); `.csv.gz` / `.tsv.gz` (gzip'd text) are
+read the same way. Every value is checked: a null id, a null / NaN / negative rating, a null or
+negative timestamp, a missing column or an unreadable file is an error that names the file, the
+column and an offending value with its row (0-based, header excluded); no row is ever dropped, and
+rows keep the file's order (which breaks time ties in the splits).
 
-Ids may be integers or strings; the raw ids are kept in `Interactions.user_ids` / `item_ids`. In
-CSV / TSV the id columns are read as text and become integers only when every value is a plain
-integer ("007" and "7" stay two different string ids). Timestamps are integers, or datetime / date
-columns (a datetime in a CSV is text, parsed with the format of its first value), stored as int64
-seconds since the epoch.
+Ids follow `lit_recs.data.datasets.ids`: integers, or text; in a text file a column of numbers
+gives integer ids (`1.0` is 1), zero-padded codes stay text ("007" and "7" are two ids), and a
+column that mixes numbers and text is an error naming the first odd value (`text_ids=True` reads
+every id as text). The raw ids are kept in `Interactions.user_ids` / `item_ids`. Timestamps are
+integers, or datetime / date columns (a datetime in a CSV is text, parsed with the format of its
+first value), stored as int64 seconds since the epoch.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from lit_recs.data.datasets.base import DataSource
+from lit_recs.data.datasets.base import DataSource, file_suffix, file_title
+from lit_recs.data.datasets.ids import index_ids
 from lit_recs.data.interactions import Interactions
 
 log = logging.getLogger(__name__)
@@ -30,22 +33,26 @@ TAB_SUFFIXES = (".tsv", ".tab")
 DEFAULT_RATING = "rating"
 DEFAULT_TIMESTAMP = "timestamp"
 INFER_ROWS = 10_000  # CSV rows used to infer column types (the whole file if that fails)
-_PLAIN_INT = r"^(0|-?[1-9][0-9]{0,17})$"  # fits in int64, no leading zero, sign or blanks
 
 
 class Tabular(DataSource):
     """A (user, item[, rating][, timestamp]) log from a CSV / TSV / parquet file.
 
     Args:
-        path: the file; ``.parquet`` / ``.pq`` is parquet, anything else delimited text.
+        path: the file; ``.parquet`` / ``.pq`` is parquet, anything else delimited text, gzip'd
+            when it ends in ``.gz`` (``.csv.gz``, ``.tsv.gz``).
         user_col, item_col: id columns (required).
         rating_col, timestamp_col: optional columns. ``None`` means absent; left at the default
             name ("rating" / "timestamp") and missing from the file, they are absent too (logged).
             Any other name must exist.
-        separator: field separator of a text file; default tab for ``.tsv`` / ``.tab``, else comma.
+        separator: field separator of a text file; default tab for ``.tsv`` / ``.tab`` (also
+            gzip'd), else comma.
         has_header: whether a text file starts with column names; without one, polars names the
             columns by position (``column_0``, ``column_1``, ... in polars 2).
-        name: dataset name (default: the file name without suffix).
+        name: dataset name (default: the file name without its suffixes: ``log`` for
+            ``log.csv.gz``).
+        text_ids: read every id of a text file as text, verbatim (codes that may look like
+            numbers); default: the rule of `lit_recs.data.datasets.ids`.
     """
 
     def __init__(
@@ -58,6 +65,7 @@ class Tabular(DataSource):
         separator: str | None = None,
         has_header: bool = True,
         name: str | None = None,
+        text_ids: bool = False,
     ) -> None:
         named = [c for c in (user_col, item_col, rating_col, timestamp_col) if c is not None]
         if len(set(named)) < len(named):
@@ -69,13 +77,16 @@ class Tabular(DataSource):
         self.timestamp_col = timestamp_col
         self.separator = separator
         self.has_header = has_header
-        self.name = name if name is not None else self.path.stem
-        self.is_parquet = self.path.suffix.lower() in PARQUET_SUFFIXES
+        self.name = name if name is not None else file_title(self.path)
+        self.suffix = file_suffix(self.path)  # ".csv" for both log.csv and log.csv.gz
+        self.is_parquet = self.suffix in PARQUET_SUFFIXES
+        self.text_ids = text_ids
 
     def __repr__(self) -> str:
         return (
             f"Tabular({str(self.path)!r}, user_col={self.user_col!r}, item_col={self.item_col!r}, "
-            f"rating_col={self.rating_col!r}, timestamp_col={self.timestamp_col!r})"
+            f"rating_col={self.rating_col!r}, timestamp_col={self.timestamp_col!r}"
+            f"{', text_ids=True' if self.text_ids else ''})"
         )
 
     # ---------------------------------------------------------------- reading
@@ -84,7 +95,7 @@ class Tabular(DataSource):
             return pl.scan_parquet(self.path)
         sep = self.separator
         if sep is None:
-            sep = "\t" if self.path.suffix.lower() in TAB_SUFFIXES else ","
+            sep = "\t" if self.suffix in TAB_SUFFIXES else ","
         text = {self.user_col: pl.String, self.item_col: pl.String} if ids_as_text else None
         return pl.scan_csv(
             self.path,
@@ -154,29 +165,8 @@ class Tabular(DataSource):
 
     def _ids(self, s: pl.Series, col: str) -> tuple[np.ndarray, np.ndarray]:
         """(contiguous index [n] int64, sorted raw ids) of an id column."""
-        self._fail(col, "null ids", s.is_null(), s)
-        dtype = s.dtype
-        if dtype.is_float():
-            self._fail(col, "NaN or infinite ids", ~s.is_finite(), s)
-            self._fail(col, "non-integer ids", s != s.floor(), s)
-            s = s.cast(pl.Int64)
-        elif isinstance(dtype, (pl.Categorical, pl.Enum)):
-            s = s.cast(pl.String)
-        if s.dtype == pl.String and not self.is_parquet and s.str.contains(_PLAIN_INT).all():
-            s = s.cast(pl.Int64)  # text column of plain integers
-        elif s.dtype.is_integer():
-            try:
-                s = s.cast(pl.Int64)
-            except pl.exceptions.PolarsError:
-                self._fail(col, "ids beyond int64", s > np.iinfo(np.int64).max, s)
-        elif s.dtype != pl.String:
-            raise ValueError(f"{self.path}: column '{col}' has type {dtype}: ids must be int/str")
-        ids = s.unique().sort()
-        codes = pl.DataFrame(
-            {"id": ids, "index": pl.int_range(len(ids), eager=True, dtype=pl.Int64)}
-        )
-        index = pl.DataFrame({"id": s}).join(codes, on="id", how="left", maintain_order="left")
-        return index["index"].to_numpy(), ids.to_numpy()
+        return index_ids(s, col, str(self.path), lambda row: f"row {row} (0-based, header excluded)",
+                         declared=self.is_parquet, text_ids=self.text_ids)
 
     def _ratings(self, s: pl.Series, col: str) -> np.ndarray:
         if s.dtype == pl.String:
