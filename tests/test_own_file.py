@@ -184,6 +184,34 @@ def test_class_path_datasources_still_work_beside_plain_paths(tiny_csv: Path,
     assert list(dm.data.timestamps) == [10 * k for k in range(9)]
 
 
+def test_a_run_with_a_class_path_datasource_is_tested_again_from_its_saved_config(
+        tmp_path: Path) -> None:
+    """The saved config.yaml keeps a `class_path` DataSource as a mapping (it was once written as
+    the repr of a Namespace, and `lit-recs test --config <run>/config.yaml` died on `unknown
+    dataset "Namespace(...)"`)."""
+    spec = {"class_path": "lit_recs.data.datasets.Synthetic",
+            "init_args": {"num_users": 120, "num_items": 200, "interactions_per_user": 8}}
+    config = tmp_path / "data.yaml"
+    config.write_text(yaml.safe_dump({"class_path": "lit_recs.data.datamodules"
+                                                    ".NegativeSamplingDataModule",
+                                      "init_args": {"dataset": spec, "split": "loo",
+                                                    "sampled_negatives": 20}}))
+    fit = lit_recs("fit", *POPULARITY, "--data", str(config), *QUIET,
+                   "--trainer.default_root_dir", str(tmp_path / "fit"), timeout=300)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    saved = yaml.safe_load((tmp_path / "fit" / "config.yaml").read_text())
+    assert saved["data"]["init_args"]["dataset"]["class_path"] == spec["class_path"]
+    assert saved["data"]["init_args"]["dataset"]["init_args"]["num_items"] == 200
+    again = lit_recs("test", "--config", str(tmp_path / "fit" / "config.yaml"), "--ckpt_path",
+                     str(tmp_path / "fit" / "checkpoints" / "last.ckpt"),
+                     "--trainer.default_root_dir", str(tmp_path / "test"), timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    first = json.loads((tmp_path / "fit" / "results.json").read_text())["metrics"]
+    second = json.loads((tmp_path / "test" / "results.json").read_text())["metrics"]
+    tests = {k: v for k, v in first.items() if k.startswith("test/")}
+    assert tests and tests == {k: second[k] for k in tests}
+
+
 def test_a_files_contents_in_place_of_its_path_is_named_as_such() -> None:
     with pytest.raises(ValueError, match="dataset is the contents of a file .*'user_id,item_id'"):
         resolve("user_id,item_id\n1,2\n")

@@ -179,7 +179,7 @@ class RecDataModule(LightningDataModule):
         # `Path` keeps a path a path: with `str | DataSource` alone, jsonargparse (LightningCLI)
         # loads a string that names an existing file as a sub-config and passes the file's
         # contents (any type hint that admits a class does so, unless it also admits a path)
-        dataset: str | Path | DataSource = "ml-100k",
+        dataset: DataSource | str | Path = "ml-100k",
         data_dir: str | None = None,
         user_col: str = COLUMNS["user_col"],
         item_col: str = COLUMNS["item_col"],
