@@ -192,17 +192,91 @@ def topk_item_counts(scores: Tensor, counted: Tensor, ks: Sequence[int]) -> Tens
     Returns:
         ``[len(ks), I]`` float64 counts.
     """
-    num_items = scores.shape[1]
-    ks_t = torch.as_tensor(list(ks), dtype=torch.long, device=scores.device)  # [nK]
-    top = scores.topk(min(int(ks_t.max()), num_items), dim=1)  # values, indices [B, k]
-    keep = counted[:, None] & (top.values != float("-inf"))  # [B, k]
-    in_cut = torch.arange(top.indices.shape[1], device=scores.device) < ks_t[:, None]  # [nK, k]
+    top = scores.topk(min(max(ks), scores.shape[1]), dim=1)  # values, indices [B, k]
+    return counts_in_top(top.values, top.indices, counted, ks, scores.shape[1])
+
+
+def counts_in_top(values: Tensor, indices: Tensor, counted: Tensor, ks: Sequence[int],
+                  num_items: int) -> Tensor:
+    """`topk_item_counts` from each row's top list: values, indices [B, k] (best first)."""
+    ks_t = torch.as_tensor(list(ks), dtype=torch.long, device=values.device)  # [nK]
+    keep = counted[:, None] & (values != float("-inf"))  # [B, k]
+    in_cut = torch.arange(indices.shape[1], device=values.device) < ks_t[:, None]  # [nK, k]
     mask = in_cut[:, None, :] & keep[None]  # [nK, B, k]
-    offset = torch.arange(len(ks_t), device=scores.device)[:, None, None] * num_items  # [nK, 1, 1]
-    flat = (offset + top.indices[None])[mask]  # [M] index into the flattened [nK * I]
-    counts = torch.zeros(len(ks_t) * num_items, dtype=torch.float64, device=scores.device)
+    offset = torch.arange(len(ks_t), device=values.device)[:, None, None] * num_items  # [nK, 1, 1]
+    flat = (offset + indices[None])[mask]  # [M] index into the flattened [nK * I]
+    counts = torch.zeros(len(ks_t) * num_items, dtype=torch.float64, device=values.device)
     counts.index_add_(0, flat, torch.ones_like(flat, dtype=torch.float64))  # [nK * I]
     return counts.view(len(ks_t), num_items)  # [nK, I]
+
+
+# ====================================================================== chunked catalogue
+def merge_top(values: Tensor, indices: Tensor | None, new_values: Tensor,
+              new_indices: Tensor | None, k: int) -> tuple[Tensor, Tensor | None]:
+    """The best k of two top lists [B, k1] and [B, k2] (indices may be None: values only)."""
+    both = torch.cat([values, new_values], 1)  # [B, k1 + k2]
+    top = both.topk(min(k, both.shape[1]), dim=1)  # [B, k]
+    if indices is None or new_indices is None:
+        return top.values, None
+    return top.values, torch.cat([indices, new_indices], 1).gather(1, top.indices)
+
+
+class ChunkedRanking:
+    """What full ranking needs from one batch's scores, gathered one item chunk at a time, so that
+    evaluation never holds [B, I]: each target's score, the best k non-target scores (whose count
+    at or above a target gives its position exactly while it is below k, and a miss beyond), the
+    best k items (coverage, predict) and the sampled protocol's candidate scores.
+
+    Positions equal `target_positions`' wherever they are below k = the largest cut-off, which is
+    all the metrics read; a target whose own score is -inf counts as a miss. Ties in the top list
+    kept for coverage are broken by `topk` within a chunk and by chunk order across them.
+
+    Args:
+        targets: (row, item) pairs [2, T] sorted by row then item; batch_size: B; k: list length.
+        candidates: optional [B, C] item indices whose scores are gathered (the sampled protocol).
+    """
+
+    def __init__(self, targets: Tensor, batch_size: int, k: int,
+                 candidates: Tensor | None = None) -> None:
+        self.pairs, self.k = targets, k
+        self.index, self.valid = slots_from_pairs(targets[0], targets[1], batch_size)  # [B, T]
+        nan = float("nan")
+        self.target_scores = torch.full(self.index.shape, nan, device=targets.device)  # [B, T]
+        empty = torch.empty(batch_size, 0, device=targets.device)
+        self.others: Tensor = empty  # [B, <= k] best non-target scores
+        self.top_values: Tensor = empty  # [B, <= k] best scores, any item
+        self.top_items: Tensor | None = empty.long()  # [B, <= k]
+        self.candidates = candidates
+        self.candidate_scores = None if candidates is None else \
+            torch.full(candidates.shape, nan, device=targets.device)  # [B, C]
+
+    def add(self, first: int, scores: Tensor) -> None:
+        """scores [B, n]: items first .. first + n - 1, seen items already at -inf."""
+        last = first + scores.shape[1]
+        hit = self.valid & (self.index >= first) & (self.index < last)  # [B, T]
+        rows, slots = hit.nonzero(as_tuple=True)
+        self.target_scores[rows, slots] = scores[rows, self.index[rows, slots] - first]
+        if self.candidates is not None:
+            inside = (self.candidates >= first) & (self.candidates < last)  # [B, C]
+            rows, cols = inside.nonzero(as_tuple=True)
+            self.candidate_scores[rows, cols] = scores[rows, self.candidates[rows, cols] - first]
+        k = min(self.k, scores.shape[1])
+        best = scores.topk(k, dim=1)  # [B, k]
+        self.top_values, self.top_items = merge_top(self.top_values, self.top_items, best.values,
+                                                    best.indices + first, self.k)
+        in_chunk = (self.pairs[1] >= first) & (self.pairs[1] < last)  # [T']
+        others = scores.index_put((self.pairs[0][in_chunk], self.pairs[1][in_chunk] - first),
+                                  scores.new_tensor(float("-inf")))  # copy [B, n], targets out
+        self.others, _ = merge_top(self.others, None, others.topk(k, dim=1).values, None, self.k)
+
+    def positions(self) -> tuple[Tensor, Tensor]:
+        """(positions [B, T], valid [B, T]) as `target_positions` gives them below k."""
+        s_t = self.target_scores  # [B, T]
+        if torch.isnan(s_t[self.valid]).any():
+            raise ValueError("ChunkedRanking: chunks did not cover every target item")
+        above = (self.others[:, None, :] >= s_t[:, :, None]).sum(-1)  # [B, T] capped at k
+        above = above.masked_fill(s_t == float("-inf"), self.k)  # an excluded target: a miss
+        return above + _rank_among_targets(s_t, self.valid), self.valid
 
 
 def _check_inputs(
@@ -271,12 +345,28 @@ class RankingMetrics(torchmetrics.Metric):
         (or a bool mask [B, I]), weights [B]."""
         pairs, weights = _check_inputs(scores, targets, weights, self.num_items)  # [2, T], [B]
         positions, valid = target_positions(scores, pairs)  # [B, T], [B, T]
+        top = None
+        if self.num_items is not None:
+            top = scores.topk(min(max(self.ks), scores.shape[1]), dim=1)  # [B, k]
+        self.add(positions, valid, weights, None if top is None else (top.values, top.indices))
+
+    def update_chunked(self, ranking: ChunkedRanking, weights: Tensor) -> None:
+        """Add a batch ranked chunk by chunk (`ChunkedRanking`); weights [B]."""
+        positions, valid = ranking.positions()  # [B, T], [B, T]
+        top = None if self.num_items is None else (ranking.top_values, ranking.top_items)
+        self.add(positions, valid, weights.to(torch.float64), top)
+
+    def add(self, positions: Tensor, valid: Tensor, weights: Tensor,
+            top: tuple[Tensor, Tensor] | None) -> None:
+        """Accumulate per-user metrics from target positions [B, T] (valid [B, T]), float64
+        weights [B] and, for coverage, each row's top list (values, items [B, k])."""
         weights = weights * valid.any(1)  # [B]; rows without a target count as weight 0
         for name, values in per_user_metrics(positions, valid, self.ks).items():  # [B, nK]
             setattr(self, f"{name}_sum", getattr(self, f"{name}_sum") + weights @ values)  # [nK]
         self.weight_sum = self.weight_sum + weights.sum()
-        if self.num_items is not None:
-            self.item_counts = self.item_counts + topk_item_counts(scores, weights > 0, self.ks)
+        if self.num_items is not None and top is not None:
+            counts = counts_in_top(*top, weights > 0, self.ks, self.num_items)  # [nK, I]
+            self.item_counts = self.item_counts + counts
 
     def compute(self) -> dict[str, Tensor]:
         """Weighted means as 0-dim float64 tensors, keyed ``"<metric>@<K>"``."""

@@ -3,7 +3,12 @@
 A model implements two hooks:
 
 - `compute_loss(batch) -> Tensor`: a scalar training loss for one training batch;
-- `score(batch: EvalBatch) -> Tensor [B, I]`: a score for every item, for the users in the batch.
+- `score(batch: EvalBatch) -> Tensor [B, I]`: a score for every item, for the users in the batch;
+  or, instead, `item_scorer(batch) -> (items: slice) -> [B, n]`: the batch's user side computed
+  once, returning a function that scores a slice of the catalogue. Evaluation and predict then
+  score the catalogue in chunks of at most `score_cells` (user, item) cells, so a 1M-item
+  catalogue never makes a [B, I] matrix; the metrics are exact across chunks
+  (`lit_recs.metrics.ChunkedRanking`), and `score` is `item_scorer(batch)(slice(None))`.
 
 and, where it needs them, four optional ones (each has a default that does nothing):
 
@@ -24,7 +29,7 @@ negatives. Labelled rows (AUC, LogLoss, RMSE) are evaluated by `FeatureModule`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -36,8 +41,10 @@ from torch import Tensor
 from lit_recs.data.batches import EvalBatch
 from lit_recs.data.inputs import ModelInputs, model_inputs
 from lit_recs.data.interactions import Interactions
-from lit_recs.metrics import RankingMetrics, exclude_seen, slots_from_pairs
+from lit_recs.metrics import ChunkedRanking, RankingMetrics, exclude_seen, slots_from_pairs
 from lit_recs.runtime import writes_logs_now
+
+ItemScorer = Callable[[slice], Tensor]  # a slice of the catalogue -> scores [B, n]
 
 
 def _adam(params: Any) -> torch.optim.Optimizer:
@@ -63,6 +70,8 @@ class RecModule(LightningModule):
         top_k: the cut-offs K of every ranking metric.
         mask_seen: exclude items the user had in training (and validation, at test time).
         predict_k: length of the recommendation lists written by `predict`.
+        score_cells: with an `item_scorer`, evaluation and predict score at most this many
+            (user, item) cells at once (default 2^25: 128 MB of float32 scores per chunk).
     """
 
     def __init__(
@@ -74,12 +83,16 @@ class RecModule(LightningModule):
         top_k: Sequence[int] = (5, 10, 20),
         mask_seen: bool = True,
         predict_k: int = 20,
+        score_cells: int = 1 << 25,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "loss"])
         self.num_users, self.num_items = num_users, num_items
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.top_k, self.mask_seen, self.predict_k = tuple(top_k), mask_seen, predict_k
+        if score_cells < 1:
+            raise ValueError(f"score_cells must be positive, got {score_cells}")
+        self.score_cells = score_cells
         self.metrics = torch.nn.ModuleDict({  # coverage only for full ranking
             "val": RankingMetrics(self.top_k, num_items or None),  # 0 items: rows-only data
             "test": RankingMetrics(self.top_k, num_items or None),
@@ -94,7 +107,16 @@ class RecModule(LightningModule):
         raise NotImplementedError(f"{type(self).__name__} must implement compute_loss(batch)")
 
     def score(self, batch: EvalBatch) -> Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must implement score(batch) -> [B, I]")
+        scorer = self.item_scorer(batch)
+        if scorer is None:
+            raise NotImplementedError(f"{type(self).__name__} must implement score(batch) -> "
+                                      "[B, I] or item_scorer(batch) -> (slice -> [B, n])")
+        return scorer(slice(None))  # [B, I]
+
+    def item_scorer(self, batch: EvalBatch) -> ItemScorer | None:
+        """The batch's scorer of catalogue slices: items -> [B, n], with the user side computed
+        once per batch. None (the default): the model only scores the whole catalogue."""
+        return None
 
     def attach_data(self, inputs: ModelInputs) -> None:
         """Receives what the data gives beyond batches (`lit_recs.data.inputs`), on every stage,
@@ -188,6 +210,40 @@ class RecModule(LightningModule):
                 "lr_scheduler": {"scheduler": scheduler, "monitor": monitor}}
 
     # ------------------------------------------------------------------ evaluation
+    def chunk_width(self, batch: EvalBatch) -> int | None:
+        """Items per chunk when this batch is scored in chunks; None: the whole catalogue at once
+        (the model has no item_scorer, or B x I fits in score_cells)."""
+        if type(self).item_scorer is RecModule.item_scorer:
+            return None
+        width = max(1, self.score_cells // max(len(batch), 1))
+        return width if width < self.num_items else None
+
+    def ranked_in_chunks(self, batch: EvalBatch, k: int, candidates: Tensor | None = None
+                         ) -> ChunkedRanking:
+        """The batch ranked chunk by chunk (`chunk_width` items at a time), seen items excluded
+        as in `masked_scores`; `candidates` [B, C]: items whose scores are kept too."""
+        ranking = ChunkedRanking(batch.targets, len(batch), k, candidates)
+        width = self.chunk_width(batch) or self.num_items
+        with torch.autocast(batch.users.device.type, enabled=False):  # rank in full precision
+            scorer = self.item_scorer(batch)
+            assert scorer is not None  # chunk_width said so
+            for first in range(0, self.num_items, width):
+                scores = scorer(slice(first, first + width)).float()  # [B, n]
+                if scores.numel() and torch.isnan(scores.amax()):
+                    raise ValueError("scores contain NaN; check the model for NaN output")
+                ranking.add(first, self._exclude_in(scores, batch, first))
+        return ranking
+
+    def _exclude_in(self, scores: Tensor, batch: EvalBatch, first: int) -> Tensor:
+        """`exclude_seen` on the chunk of items first .. first + n - 1."""
+        if not self.mask_seen:
+            return scores
+        last = first + scores.shape[1]
+        seen = batch.seen[:, (batch.seen[1] >= first) & (batch.seen[1] < last)]  # [2, S']
+        keep = batch.targets[:, (batch.targets[1] >= first) & (batch.targets[1] < last)]
+        offset = seen.new_tensor([[0], [first]])  # [2, 1]
+        return exclude_seen(scores, seen - offset, keep=keep - offset)
+
     def masked_scores(self, batch: EvalBatch) -> Tensor:
         """Scores [B, I] in full precision, seen items at -inf when `mask_seen` (held-out targets
         are never masked)."""
@@ -199,25 +255,47 @@ class RecModule(LightningModule):
 
     def evaluate(self, batch: EvalBatch, stage: str) -> None:
         """Full ranking of the batch's users, and the sampled protocol when it has negatives."""
+        if self.chunk_width(batch) is not None:
+            self._evaluate_chunked(batch, stage)
+            return
         scores = self.masked_scores(batch)  # [B, I]
         self.metrics[stage].update(scores, batch.targets, batch.weights)
         if batch.sampled is not None:
-            self._evaluate_sampled(scores, batch, stage)
+            self._evaluate_sampled(batch, stage, lambda: scores.gather(1, self._candidates(batch)))
 
-    def _evaluate_sampled(self, scores: Tensor, batch: EvalBatch, stage: str) -> None:
+    def _evaluate_chunked(self, batch: EvalBatch, stage: str) -> None:
+        """`evaluate` through `ranked_in_chunks`: the sampled protocol's candidates are gathered
+        from the chunks unless the model scores candidates itself."""
+        candidates = None
+        if batch.sampled is not None and type(self).score_candidates is RecModule.score_candidates:
+            candidates = self._candidates(batch)  # [B, N + T]
+        ranking = self.ranked_in_chunks(batch, max(self.top_k), candidates)
+        self.metrics[stage].update_chunked(ranking, batch.weights)
+        if batch.sampled is not None:
+            self._evaluate_sampled(batch, stage, lambda: ranking.candidate_scores)
+
+    @staticmethod
+    def _candidates(batch: EvalBatch) -> Tensor:
+        """The sampled protocol's candidates [B, N + T]: negatives, then the targets in item
+        order (padding slots hold item 0 and are ignored)."""
+        slots, _ = slots_from_pairs(*batch.targets, len(batch))  # [B, T]
+        return torch.cat([batch.sampled, slots], dim=1)
+
+    def _evaluate_sampled(self, batch: EvalBatch, stage: str,
+                          from_ranking: Callable[[], Tensor]) -> None:
         """Sampled protocol: rank each user's targets among its N fixed negatives only.
 
         The candidates form a small [B, N + T] matrix (negatives, then the targets in item order),
-        ranked by the same metric code as the full catalogue.
+        ranked by the same metric code as the full catalogue. Their scores come from the model's
+        `score_candidates` when it has its own, else from the full ranking (`from_ranking`).
         """
         n = batch.sampled.shape[1]
-        slots, valid = slots_from_pairs(*batch.targets, len(batch))  # [B, T], [B, T]
-        candidates = torch.cat([batch.sampled, slots], dim=1)  # [B, N + T]
+        _, valid = slots_from_pairs(*batch.targets, len(batch))  # [B, T]
         if type(self).score_candidates is RecModule.score_candidates:
-            cand_scores = scores.gather(1, candidates)  # [B, N + T], from the full ranking's scores
+            cand_scores = from_ranking()  # [B, N + T]
         else:
             with torch.autocast(batch.users.device.type, enabled=False):
-                cand_scores = self.score_candidates(batch, candidates).float()  # [B, N + T]
+                cand_scores = self.score_candidates(batch, self._candidates(batch)).float()
         cand_scores[:, n:] = cand_scores[:, n:].masked_fill(~valid, float("-inf"))
         rows, slot = valid.nonzero(as_tuple=True)  # [T'] each, sorted by row then slot
         targets = torch.stack([rows, slot + n])  # [2, T'] (row, candidate column) pairs
@@ -261,9 +339,12 @@ class RecModule(LightningModule):
 
     def predict_step(self, batch: EvalBatch, batch_idx: int) -> dict[str, Tensor]:
         """Top-`predict_k` unseen items per user: users [B'], items [B', K], scores [B', K]."""
-        scores = self.masked_scores(batch)  # [B, I]
         k = min(self.predict_k, self.num_items)
-        top_scores, top_items = scores.topk(k, dim=1)  # [B, K]
+        if self.chunk_width(batch) is not None:
+            ranking = self.ranked_in_chunks(batch, k)
+            top_scores, top_items = ranking.top_values, ranking.top_items  # [B, K]
+        else:
+            top_scores, top_items = self.masked_scores(batch).topk(k, dim=1)  # [B, K]
         real = batch.weights > 0  # [B]
         return {"users": batch.users[real], "items": top_items[real], "scores": top_scores[real]}
 

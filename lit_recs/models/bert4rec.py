@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from lit_recs import losses
 from lit_recs.data.batches import ClozeBatch, EvalBatch
 from lit_recs.data.tokens import item_tokens, vocabulary_size
-from lit_recs.models.base import RecModule
+from lit_recs.models.base import ItemScorer, RecModule
 from lit_recs.nn.transformer import SequenceEncoder
 
 
@@ -61,9 +61,9 @@ class BERT4RecNet(nn.Module):
         """The items' input token embeddings [I, D] (E, tied to the input)."""
         return self.encoder.tokens.weight[item_tokens(0) : item_tokens(self.num_items)]
 
-    def logits(self, hidden: Tensor) -> Tensor:
-        """hidden [M, D] -> logits over every item [M, I]."""
-        return self.head_input(hidden) @ self.item_table().T + self.out_bias
+    def logits(self, hidden: Tensor, items: slice = slice(None)) -> Tensor:
+        """hidden [M, D] -> logits over every item [M, I] (or the slice `items`, [M, n])."""
+        return self.head_input(hidden) @ self.item_table()[items].T + self.out_bias[items]
 
 
 class BERT4Rec(RecModule):
@@ -103,9 +103,9 @@ class BERT4Rec(RecModule):
         return self.loss(net.head_input(hidden[at]), net.item_table(), net.out_bias,
                          batch.labels[at])  # [M, D], [I, D], [I], [M]
 
-    def score(self, batch: EvalBatch) -> Tensor:
+    def item_scorer(self, batch: EvalBatch) -> ItemScorer:
         if batch.sequences is None:
             raise ValueError("BERT4Rec needs sequences in its evaluation batches: train and "
                              "evaluate it with lit_recs.data.cloze.ClozeDataModule")
         hidden = self.encode(batch.sequences)[:, -1]  # [B, D] at the trailing [mask]
-        return self.net.logits(hidden)  # [B, I]
+        return lambda items: self.net.logits(hidden, items)  # [B, n]

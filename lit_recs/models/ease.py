@@ -25,8 +25,8 @@ from torch import Tensor
 
 from lit_recs.data.batches import EvalBatch
 from lit_recs.data.interactions import Interactions
-from lit_recs.models.base import ClosedFormModule
-from lit_recs.nn.item_item import check_memory, history_scores
+from lit_recs.models.base import ClosedFormModule, ItemScorer
+from lit_recs.nn.item_item import check_memory, history_scorer
 from lit_recs.nn.slim_screened import sparse_gram
 
 PEAK_COPIES = 3  # [I, I] float32 matrices alive at once during the fit
@@ -74,10 +74,10 @@ class EASE(ClosedFormModule):
     def item_weights(self) -> Tensor:
         return self.weights  # [I, I]
 
-    def score(self, batch: EvalBatch) -> Tensor:
+    def item_scorer(self, batch: EvalBatch) -> ItemScorer:
         if self.weights.shape != (self.num_items, self.num_items):
             raise RuntimeError("EASE has no weights yet: fit it, or load a checkpoint")
-        return history_scores(batch.seen, len(batch), self.weights)  # x_u B [B, I]
+        return history_scorer(batch.seen, len(batch), self.weights)  # x_u B, [B, n]
 
 
 def _take_shape(name: str) -> Any:

@@ -33,7 +33,7 @@ from lit_recs.data.batches import EvalBatch, FeatureBatch
 from lit_recs.data.fields import FeatureTables
 from lit_recs.data.inputs import ModelInputs
 from lit_recs.metrics import BinaryMetrics, RatingMetrics
-from lit_recs.models.base import RecModule
+from lit_recs.models.base import ItemScorer, RecModule
 
 Side = Literal["user", "item"]
 
@@ -148,10 +148,11 @@ class FeatureModule(RecModule):
             self.side_slots("item", None)  # raises: no feature tables
         return part
 
-    def score(self, batch: EvalBatch) -> Tensor:
+    def item_scorer(self, batch: EvalBatch) -> ItemScorer:
         bias_u, vec_u = self.encode_side(*self.side_slots("user", batch.users), side="user")
         bias_i, vec_i = self.item_part()  # [I], [I, D]
-        return torch.addmm(bias_u[:, None] + bias_i[None, :], vec_u, vec_i.T)  # [B, I]
+        return lambda cols: torch.addmm(bias_u[:, None] + bias_i[None, cols], vec_u,
+                                        vec_i[cols].T)  # [B, n]
 
     # ------------------------------------------------------------------ labelled rows
     def evaluate_rows(self, batch: Any, stage: str) -> None:

@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from lit_recs.data.batches import EvalBatch
 from lit_recs.data.inputs import ModelInputs
-from lit_recs.models.base import RecModule
+from lit_recs.models.base import ItemScorer, RecModule
 
 
 def row_block(x: Tensor, start: int, stop: int) -> Tensor:
@@ -225,9 +225,9 @@ class IALSNet(nn.Module):
         reg_i = self.row_reg(xt, len(self.users)) @ items.square().sum(1)
         return (observed - 1).square().sum() + self.alpha0 * everything + reg_u + reg_i
 
-    def forward(self, users: Tensor) -> Tensor:
-        """users [B] -> scores of every item [B, I]."""
-        return self.users[users] @ self.items.T
+    def forward(self, users: Tensor, items: slice = slice(None)) -> Tensor:
+        """users [B] -> scores of every item [B, I] (or of the slice `items`, [B, n])."""
+        return self.users[users] @ self.items[items].T
 
 
 class IALS(RecModule):
@@ -311,8 +311,9 @@ class IALS(RecModule):
         self.optimizers().step()  # no parameters: counts the sweep as a step (global_step), which
         # checkpointing needs to save a new best
 
-    def score(self, batch: EvalBatch) -> Tensor:
-        return self.net(batch.users)  # [B, I]
+    def item_scorer(self, batch: EvalBatch) -> ItemScorer:
+        users = self.net.users[batch.users]  # [B, D]
+        return lambda items: users @ self.net.items[items].T  # [B, n]
 
 
 def _to_torch(m: Any, device: torch.device) -> Tensor:

@@ -20,8 +20,8 @@ from torch import Tensor
 
 from lit_recs.data.batches import EvalBatch
 from lit_recs.data.interactions import Interactions
-from lit_recs.models.base import ClosedFormModule
-from lit_recs.nn.item_item import history_scores, to_csr
+from lit_recs.models.base import ClosedFormModule, ItemScorer
+from lit_recs.nn.item_item import history_scorer, to_csr
 from lit_recs.nn.slim_screened import sparse_gram
 
 BLOCK_CELLS = 1 << 25  # the dense [I, columns] block of one step: 128 MiB of float32
@@ -78,5 +78,5 @@ class ItemKNN(ClosedFormModule):
     def precompute(self) -> Tensor:
         return to_csr(self.similarity)  # once per evaluation pass
 
-    def score(self, batch: EvalBatch) -> Tensor:
-        return history_scores(batch.seen, len(batch), self.precomputed())  # [B, I]
+    def item_scorer(self, batch: EvalBatch) -> ItemScorer:
+        return history_scorer(batch.seen, len(batch), self.precomputed())  # items -> [B, n]

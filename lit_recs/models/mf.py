@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from lit_recs import losses
 from lit_recs.data.batches import EvalBatch, PairBatch
-from lit_recs.models.base import RecModule
+from lit_recs.models.base import ItemScorer, RecModule
 
 
 class MFNet(nn.Module):
@@ -46,15 +46,15 @@ class MFNet(nn.Module):
             scores = scores + self.user_bias(users) + self.item_bias(items).squeeze(-1)
         return scores
 
-    def score_all(self, users: Tensor) -> Tensor:
-        """users [B] -> scores for every item [B, I]."""
+    def score_all(self, users: Tensor, items: slice = slice(None)) -> Tensor:
+        """users [B] -> scores for every item [B, I] (or the slice `items` of them, [B, n])."""
         if self.user_bias is None:
-            return self.user(users) @ self.item.weight.T  # [B, I]
+            return self.user(users) @ self.item.weight[items].T  # [B, n]
         ones_u = torch.ones_like(self.user_bias(users))  # [B, 1]
-        ones_i = torch.ones_like(self.item_bias.weight)  # [I, 1]
+        item, item_bias = self.item.weight[items], self.item_bias.weight[items]  # [n, D], [n, 1]
         left = torch.cat([self.user(users), self.user_bias(users), ones_u], 1)  # [B, D + 2]
-        right = torch.cat([self.item.weight, ones_i, self.item_bias.weight], 1)  # [I, D + 2]
-        return left @ right.T  # [B, I]: <p_u, q_i> + b_u + b_i in one matmul
+        right = torch.cat([item, torch.ones_like(item_bias), item_bias], 1)  # [n, D + 2]
+        return left @ right.T  # [B, n]: <p_u, q_i> + b_u + b_i in one matmul
 
 
 class MF(RecModule):
@@ -95,5 +95,5 @@ class MF(RecModule):
             loss = loss + self.l2 * emb / len(batch)
         return loss
 
-    def score(self, batch: EvalBatch) -> Tensor:
-        return self.net.score_all(batch.users)  # [B, I]
+    def item_scorer(self, batch: EvalBatch) -> ItemScorer:
+        return lambda items: self.net.score_all(batch.users, items)  # [B, n]

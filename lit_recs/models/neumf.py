@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from lit_recs import losses
 from lit_recs.checkpoints import checkpoint_weights
 from lit_recs.data.batches import EvalBatch, PairBatch
-from lit_recs.models.base import RecModule
+from lit_recs.models.base import ItemScorer, RecModule
 from lit_recs.nn.dropout import Dropout
 from lit_recs.nn.embedding import lookup, projected_lookup
 
@@ -150,15 +150,19 @@ class NeuMF(RecModule):
         scores = self.net(batch.users, items)  # [B, 1 + N]: one pass for positives and negatives
         return self.loss(scores[:, :1], scores[:, 1:])
 
-    def score(self, batch: EvalBatch) -> Tensor:
+    def item_scorer(self, batch: EvalBatch) -> ItemScorer:
         user = tuple(None if p is None else p[:, None] for p in self.net.user_part(batch.users))
-        items = torch.arange(self.num_items, device=batch.users.device)  # [I]
-        item = tuple(None if p is None else p[None] for p in self.net.item_part(items))  # [1, I, .]
-        step = max(1, self.score_chunk // max(len(batch), 1))  # items per chunk
-        chunks = [self.net.join(user, tuple(None if p is None else p[:, c:c + step]
-                                            for p in item))  # type: ignore[arg-type]
-                  for c in range(0, self.num_items, step)]  # [B, <= step] each
-        return torch.cat(chunks, 1)  # [B, I]
+        step = max(1, self.score_chunk // max(len(batch), 1))  # items per MLP pass
+
+        def scores(cols: slice) -> Tensor:
+            first, last, _ = cols.indices(self.num_items)
+            chunks = []
+            for c in range(first, last, step):  # [B, <= step] each
+                items = torch.arange(c, min(c + step, last), device=batch.users.device)  # [n]
+                item = tuple(None if p is None else p[None] for p in self.net.item_part(items))
+                chunks.append(self.net.join(user, item))  # type: ignore[arg-type]
+            return torch.cat(chunks, 1) if chunks else user[0].new_zeros(len(batch), 0)
+        return scores
 
     def score_candidates(self, batch: EvalBatch, items: Tensor) -> Tensor:
         return self.net(batch.users, items)  # [B, C]

@@ -11,11 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from lit_recs.data.batches import EvalBatch
 from lit_recs.data.interactions import Interactions
-from lit_recs.models.base import ClosedFormModule
+from lit_recs.models.base import ClosedFormModule, ItemScorer
 
 
 class Popularity(ClosedFormModule):
@@ -27,5 +26,5 @@ class Popularity(ClosedFormModule):
         counts = train.item_counts()  # [I]
         self.counts.copy_(torch.as_tensor(counts, dtype=torch.float32))
 
-    def score(self, batch: EvalBatch) -> Tensor:
-        return self.counts.expand(len(batch), -1)  # [B, I]
+    def item_scorer(self, batch: EvalBatch) -> ItemScorer:
+        return lambda items: self.counts[items].expand(len(batch), -1)  # [B, n]

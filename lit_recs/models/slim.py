@@ -35,8 +35,8 @@ from torch import Tensor
 
 from lit_recs.data.batches import EvalBatch, RowBatch
 from lit_recs.data.interactions import Interactions
-from lit_recs.models.base import ClosedFormModule, RecModule
-from lit_recs.nn.item_item import history_scores, to_csr
+from lit_recs.models.base import ClosedFormModule, ItemScorer, RecModule
+from lit_recs.nn.item_item import history_scorer, to_csr
 from lit_recs.nn.slim import SLIMLayer, fista_slim, lipschitz
 from lit_recs.nn.slim_screened import candidates, slim_screened, sparse_gram
 
@@ -145,8 +145,8 @@ class SLIM(ClosedFormModule):
         super().on_validation_epoch_end()
         log_sparsity(self, self.sparsity())
 
-    def score(self, batch: EvalBatch) -> Tensor:
-        return history_scores(batch.seen, len(batch), self.precomputed())  # a_u W [B, I]
+    def item_scorer(self, batch: EvalBatch) -> ItemScorer:
+        return history_scorer(batch.seen, len(batch), self.precomputed())  # a_u W, [B, n]
 
 
 class SLIMGradient(RecModule):

@@ -40,6 +40,7 @@ from lit_recs.data.batches import EvalBatch, FeatureBatch, TowerBatch
 from lit_recs.data.fields import FeatureTables
 from lit_recs.data.inputs import ModelInputs
 from lit_recs.data.tokens import PAD, token_items
+from lit_recs.models.base import ItemScorer
 from lit_recs.models.features import FeatureModule, Side
 from lit_recs.nn.two_tower import TowerConfig, TwoTowerNet, gather_across_processes
 
@@ -272,8 +273,9 @@ class TwoTower(FeatureModule):
         hist_v = None if history is None else self.item_part()[1][self._history_ids(history)]
         return self.net.query_vectors(self.user_vectors(batch.users, history, hist_v))
 
-    def score(self, batch: EvalBatch) -> Tensor:
-        return self.user_part(batch) @ self.item_part()[1].T  # [B, I]
+    def item_scorer(self, batch: EvalBatch) -> ItemScorer:
+        user, items = self.user_part(batch), self.item_part()[1]  # [B, D], [I, D]
+        return lambda cols: user @ items[cols].T  # [B, n]
 
     def score_candidates(self, batch: EvalBatch, items: Tensor) -> Tensor:
         user = self.user_part(batch)  # [B, D]
