@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lit_recs.runtime import check_memory
+
 PairLoss = Callable[..., Any]  # (pos [B, 1] or [B], neg [B, N]) -> scalar
 CatalogueLoss = Callable[..., Any]  # (query [M, D], table [I, D], bias [I], labels [M]) -> scalar
 
@@ -116,7 +118,14 @@ class InBatchSoftmax:
 
 def full_ce(query: Tensor, table: Tensor, bias: Tensor, labels: Tensor) -> Tensor:
     """Cross-entropy of a softmax over the whole catalogue: logits = query @ table.T + bias
-    [M, I], labels [M] item indices."""
+    [M, I], labels [M] item indices. Refuses before allocating when the logits, their softmax and
+    its gradient (3 x M x I floats) exceed the memory available."""
+    cells = query.shape[0] * table.shape[0]
+    if cells * 12 > 1 << 30 and query.device.type == "cpu":  # large enough to be worth a check
+        check_memory("full_ce", 3 * cells * query.element_size(),
+                     f"3 [M, I] float matrices at M = {query.shape[0]:,} positions, I = "
+                     f"{table.shape[0]:,} items", "Use a sampled softmax: loss class_path "
+                     "lit_recs.losses.SampledCE (init_args num_sampled), or smaller batches.")
     return F.cross_entropy(torch.addmm(bias, query, table.T), labels)
 
 

@@ -81,3 +81,12 @@ def available_memory() -> int | None:
     except OSError:
         return None
     return None
+
+
+def check_memory(model: str, needed: int, what: str, instead: str) -> None:
+    """Refuse before allocating: a ValueError when `needed` bytes exceed the memory available
+    now (Linux' MemAvailable; no check where it cannot be read)."""
+    free = available_memory()
+    if free is not None and needed > free:
+        raise ValueError(f"{model} needs about {needed / 2**30:.1f} GiB ({what}); this machine "
+                         f"has {free / 2**30:.1f} GiB available. {instead}")

@@ -8,12 +8,13 @@ import scipy.sparse as sp
 import torch
 from lightning.pytorch import Trainer
 
+from lit_recs import runtime
 from lit_recs.data.datamodules import NegativeSamplingDataModule
 from lit_recs.data.datasets import Synthetic
-from lit_recs.models import EASE, ItemKNN, Popularity, itemknn
+from lit_recs.losses import full_ce
+from lit_recs.models import EASE, ItemKNN, Popularity, SLIMGradient, itemknn
 from lit_recs.models.ease import ease_weights
 from lit_recs.models.itemknn import knn_similarity
-from lit_recs.nn import item_item
 from lit_recs.nn.item_item import history_scores, to_csr
 
 
@@ -118,12 +119,32 @@ def test_ease_refuses_a_catalogue_beyond_memory_before_allocating(
         monkeypatch: pytest.MonkeyPatch) -> None:
     data = Synthetic(num_users=50, num_items=60, interactions_per_user=10, seed=4)
     dm = NegativeSamplingDataModule(dataset=data, sampled_negatives=0)
-    monkeypatch.setattr(item_item, "available_memory", lambda: 30_000)  # bytes
+    monkeypatch.setattr(runtime, "available_memory", lambda: 30_000)  # bytes
     model = EASE(dm.num_users, dm.num_items, l2=10.0)
     with pytest.raises(ValueError, match=r"EASE needs about .* GiB \(3 dense float32 \[I, I\] "
                                          r"matrices at I = 60\).* Use SLIM"):
         fit_and_test(EASE, dm, l2=10.0)
     assert model.weights.numel() == 0  # building the model allocated nothing
+
+
+def test_slim_gradient_refuses_a_dense_w_beyond_memory_before_allocating(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "available_memory", lambda: 2**30)
+    with pytest.raises(ValueError, match=r"SLIMGradient needs about 14901\.2 GiB .*I = 1,000,000"
+                                         r"\).* Use SLIM"):
+        SLIMGradient(10, 1_000_000)  # would be 4 TB for W alone
+
+
+def test_full_softmax_refuses_logits_beyond_memory_and_names_the_sampled_softmax(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    query, table = torch.randn(4096, 4), torch.randn(100_000, 4)  # logits: 1.5 GiB x 3
+    labels = torch.randint(0, 100_000, (4096,))
+    monkeypatch.setattr(runtime, "available_memory", lambda: 2**30)
+    with pytest.raises(ValueError, match=r"full_ce needs about 4\.6 GiB .*M = 4,096 positions, "
+                                         r"I = 100,000 items.*SampledCE"):
+        full_ce(query, table, torch.zeros(100_000), labels)
+    monkeypatch.setattr(runtime, "available_memory", lambda: 2**40)
+    assert torch.isfinite(full_ce(query[:8], table, torch.zeros(100_000), labels[:8]))
 
 
 def test_fitted_item_item_models_reload_from_their_checkpoints(tmp_path) -> None:

@@ -26,8 +26,9 @@ from torch import Tensor
 from lit_recs.data.batches import EvalBatch
 from lit_recs.data.interactions import Interactions
 from lit_recs.models.base import ClosedFormModule, ItemScorer
-from lit_recs.nn.item_item import check_memory, history_scorer
+from lit_recs.nn.item_item import history_scorer
 from lit_recs.nn.slim_screened import sparse_gram
+from lit_recs.runtime import check_memory
 
 PEAK_COPIES = 3  # [I, I] float32 matrices alive at once during the fit
 

@@ -39,6 +39,7 @@ from lit_recs.models.base import ClosedFormModule, ItemScorer, RecModule
 from lit_recs.nn.item_item import history_scorer, to_csr
 from lit_recs.nn.slim import SLIMLayer, fista_slim, lipschitz
 from lit_recs.nn.slim_screened import candidates, slim_screened, sparse_gram
+from lit_recs.runtime import check_memory
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,10 @@ class SLIMGradient(RecModule):
         super().__init__(num_users, num_items, **kwargs)
         check_penalties(l1, l2)
         self.l1, self.l2 = l1, l2
+        check_memory("SLIMGradient", 4 * num_items**2 * 4,
+                     f"W [I, I] dense with its gradient and two optimizer moments at I = "
+                     f"{num_items:,}", "Use SLIM (closed form, sparse W: class_path "
+                     "lit_recs.models.SLIM) or ItemKNN.")
         self.net = SLIMLayer(num_items)
 
     def sparsity(self) -> dict[str, float]:

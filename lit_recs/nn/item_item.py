@@ -16,8 +16,6 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from lit_recs.runtime import available_memory
-
 
 def history_csr(seen: Tensor, batch_size: int, num_items: int) -> Tensor:
     """(row, item) pairs [2, S] sorted by row then item -> the 0/1 history, sparse CSR [B, I]."""
@@ -75,12 +73,3 @@ def to_csr(weights: Tensor) -> Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return weights.coalesce().to_sparse_csr()
-
-
-def check_memory(model: str, needed: int, what: str, instead: str) -> None:
-    """Refuse before allocating: a ValueError when `needed` bytes exceed the memory available
-    now (Linux' MemAvailable; no check where it cannot be read)."""
-    free = available_memory()
-    if free is not None and needed > free:
-        raise ValueError(f"{model} needs about {needed / 2**30:.1f} GiB ({what}); this machine "
-                         f"has {free / 2**30:.1f} GiB available. {instead}")
