@@ -84,7 +84,7 @@ NOT_RUN = {"dssm": "a click classifier on labelled rows (CTR), not a top-N model
 
 def dataset(shape: str, cache: Path) -> tuple[Path, float]:
     """The shape's parquet file (written on first use) and the seconds it took to generate."""
-    path = cache / f"{shape}.parquet"
+    path = cache / f"synthetic-{shape}.parquet"
     if path.exists():
         return path, 0.0
     import polars as pl
