@@ -119,6 +119,7 @@ def run_model(name: str, path: Path, out: Path, args: argparse.Namespace) -> dic
                "--trainer.max_epochs", "1", "--trainer.logger", "false",
                "--trainer.enable_progress_bar", "false", "--trainer.accelerator", args.device,
                "--torch_num_threads", str(args.threads), *limits,
+               "--trainer.max_time", f"00:00:{args.max_minutes:02d}:00",
                "--trainer.default_root_dir", str(folder)]
     start = time.perf_counter()
     with open(out / f"{folder.name}.log", "w") as log:
@@ -142,7 +143,11 @@ def summarise(results: dict[str, Any], args: argparse.Namespace) -> dict[str, An
     test_users = results["data_summary"]["split"]["test"]["users"]
     evaluated = test_users if args.eval_batches is None else \
         min(test_users, args.eval_batches * 512)
-    return {"outcome": "ok", "epoch_s": round(timings["fit_s"] - timings.get("validate_s", 0), 1),
+    cut = results["epochs"] < 1 or (results.get("timings", {}).get("fit_s", 0)
+                                      >= args.max_minutes * 60 - 1)
+    return {"outcome": f"epoch cut at {args.max_minutes} min after "
+                       f"{results['global_steps']:,} steps" if cut else "ok",
+            "epoch_s": round(timings["fit_s"] - timings.get("validate_s", 0), 1),
             "test_s": timings["test_s"], "test_users": evaluated,
             "users_per_s": round(evaluated / max(timings["test_s"], 1e-9)),
             "ndcg@10": metrics.get("test/ndcg@10"), "hr@10": metrics.get("test/hr@10")}
@@ -176,12 +181,12 @@ def table(rows: dict[str, Any], data: dict[str, Any]) -> str:
     lines = ["| model | outcome | epoch / fit (s) | eval users/s | test NDCG@10 (Popularity) "
              "| HR@10 | peak RSS (GiB) |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in rows.items():
-        if r.get("outcome") != "ok":
+        if "epoch_s" not in r:
             lines.append(f"| {name} | {r.get('outcome')}: {r.get('error', '')} | | | | "
                          f"| {r['peak_rss_gib']:.2f} |")
             continue
         ref = "" if pop is None else f" ({pop:.4f})"
-        lines.append(f"| {name} | ok | {r['epoch_s']} | {r['users_per_s']:,} "
+        lines.append(f"| {name} | {r['outcome']} | {r['epoch_s']} | {r['users_per_s']:,} "
                      f"({r['test_users']:,} users) | {r['ndcg@10']:.4f}{ref} | {r['hr@10']:.4f} "
                      f"| {r['peak_rss_gib']:.2f} |")
     for name, why in NOT_RUN.items():
@@ -203,6 +208,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads per run")
     ap.add_argument("--eval-batches", type=int, default=None,
                     help="evaluate this many batches of 512 users (default: every test user)")
+    ap.add_argument("--max-minutes", type=int, default=20,
+                    help="trainer.max_time per model (the table says when it cut an epoch)")
     ap.add_argument("--table", action="store_true", help="print the table so far and stop")
     args = ap.parse_args()
     store = args.cache / f"scale-{args.shape}.json"
