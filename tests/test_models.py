@@ -212,6 +212,28 @@ def test_mf_overfits_one_batch(loss, start, end):
     assert bool((pos > neg).all())
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_sparse_mf_has_the_dense_gradients_and_trains_with_sparse_adam(bias):
+    """sparse: true gives the same loss and, densified, the same gradients; a step with
+    SparseAdam moves only the batch's rows."""
+    dm = make_dm()
+    batch = one_batch(dm)
+    dense = MF(dm.num_users, dm.num_items, dim=8, bias=bias, l2=0.01)
+    sparse = MF(dm.num_users, dm.num_items, dim=8, bias=bias, l2=0.01, sparse=True,
+                optimizer=lambda p: torch.optim.SparseAdam(p, lr=0.05))
+    sparse.load_state_dict(dense.state_dict())
+    dense.compute_loss(batch).backward()
+    loss = sparse.compute_loss(batch)
+    loss.backward()
+    for (name, a), (_, b) in zip(dense.named_parameters(), sparse.named_parameters()):
+        assert b.grad.is_sparse, name
+        torch.testing.assert_close(b.grad.to_dense(), a.grad, msg=name)
+    before = sparse.net.user.weight.detach().clone()
+    sparse.configure_optimizers().step()
+    moved = (sparse.net.user.weight != before).any(1)  # [U]
+    assert set(moved.nonzero()[:, 0].tolist()) == set(batch.users.tolist())
+
+
 def test_mf_l2_adds_the_batch_embedding_penalty():
     dm = make_dm()
     batch = one_batch(dm, num_negatives=2)

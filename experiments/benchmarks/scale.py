@@ -114,7 +114,8 @@ def run_model(name: str, path: Path, out: Path, args: argparse.Namespace) -> dic
         "--trainer.limit_val_batches", str(args.eval_batches),
         "--trainer.limit_test_batches", str(args.eval_batches)]
     beside = Path(sys.executable).with_name("lit-recs")  # the venv's, also when not on PATH
-    command = [str(beside) if beside.exists() else "lit-recs", "fit", "--config", str(CONF / "base.yaml"),
+    command = [str(beside) if beside.exists() else "lit-recs", "fit",
+               "--config", str(CONF / "base.yaml"),
                "--data", str(data_config(family, path, out)),
                "--model", str(CONF / "model" / f"{model}.yaml"), *extra,
                "--trainer.max_epochs", "1", "--trainer.logger", "false",
