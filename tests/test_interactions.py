@@ -187,6 +187,34 @@ def test_sequences_time_order_with_stable_ties():
         assert seq[indptr[u]:indptr[u + 1]].tolist() == [int(inter.items[r]) for r in rows]
 
 
+@pytest.mark.parametrize("t_max", [1, 4, 10**9, 2**62])  # 2**62: the key overflows: lexsort
+@pytest.mark.parametrize("grouped", [False, True])
+def test_time_order_equals_lexsort(t_max: int, grouped: bool) -> None:
+    rng = np.random.default_rng(t_max % 97)
+    n = 400
+    users = rng.integers(0, 30, size=n)
+    ts = rng.integers(0, t_max, size=n, dtype=np.int64)  # ties when t_max is small
+    if grouped:
+        users = np.sort(users)
+    inter = Interactions(users=users, items=np.zeros(n, np.int64), num_users=30, num_items=1,
+                         user_ids=np.arange(30), item_ids=np.arange(1), timestamps=ts)
+    order = inter.time_order()
+    np.testing.assert_array_equal(order, np.lexsort((ts, users)))
+    assert inter.time_order() is order and not order.flags.writeable  # cached, read-only
+    no_time = Interactions(users=users, items=np.zeros(n, np.int64), num_users=30, num_items=1,
+                           user_ids=np.arange(30), item_ids=np.arange(1))
+    np.testing.assert_array_equal(no_time.time_order(), np.lexsort((np.zeros(n), users)))
+
+
+def test_fingerprint_of_text_ids_follows_their_text() -> None:
+    """Text ids are object arrays: hashed by their text, equal for equal logs built apart."""
+    make = [lambda: np.array(["u7", "u1", "u7"], dtype=object)] * 2
+    a, b = (Interactions.from_raw(m(), np.array([3, 4, 3])) for m in make)
+    assert a.user_ids is not b.user_ids and a.fingerprint() == b.fingerprint()
+    c = Interactions.from_raw(np.array(["u7", "u2", "u7"], dtype=object), np.array([3, 4, 3]))
+    assert c.fingerprint() != a.fingerprint()
+
+
 def test_sequences_without_timestamps_keep_file_order():
     inter = Interactions.from_raw(np.array([2, 1, 2, 1, 2]), np.array([10, 11, 12, 13, 14]))
     indptr, seq = inter.sequences()
@@ -268,6 +296,26 @@ def test_deduplicate_keeps_first_or_last_in_time(keep):
     assert deduplicate(small, keep).ratings.tolist() == ([1.0] if keep == "first" else [2.0])
 
 
+@pytest.mark.parametrize("keep", ["first", "last"])
+@pytest.mark.parametrize("seed", range(3))
+def test_deduplicate_hands_on_its_time_order(keep: str, seed: int) -> None:
+    raw_u, raw_i, ratings, ts = random_log(seed, n=400, users=12, items=10, t_max=5)
+    out = deduplicate(Interactions.from_raw(raw_u, raw_i, ratings, ts), keep)
+    carried = out._cache["time_order"]
+    fresh = Interactions.from_raw(raw_u, raw_i, ratings, ts).select(np.arange(len(raw_u)))
+    fresh = deduplicate(fresh, keep)
+    fresh._cache.clear()
+    np.testing.assert_array_equal(carried, fresh.time_order())
+    np.testing.assert_array_equal(carried, np.lexsort((out.timestamps, out.users)))
+
+
+def test_deduplicate_without_duplicates_returns_the_log() -> None:
+    inter = Interactions.from_raw(np.array([0, 0, 1]), np.array([1, 2, 1]), None, np.array([3, 2, 1]))
+    assert deduplicate(inter, "first") is inter and deduplicate(inter, "last") is inter
+    empty = inter.select(np.zeros(3, bool))
+    assert len(deduplicate(empty, "first")) == 0
+
+
 def test_deduplicate_all_and_bad_keep():
     inter = Interactions.from_raw(np.array([0, 0, 1]), np.array([1, 1, 1]), None, np.array([1, 2, 3]))
     assert deduplicate(inter, "all") is inter
@@ -343,6 +391,7 @@ def test_post_init_range_and_length_errors():
     "raw",
     [
         np.array([5, 3, 5, 9, 3, 3]),  # compact ints: lookup-table path
+        np.array([2**63 - 1, 2**63 - 3, 2**63 - 1]),  # compact near the int64 limit
         np.array([10**12, 7, 10**12, -4]),  # sparse ints: sort path
         np.array([-3, -1, -3, 0], dtype=np.int32),
         np.array(["b", "a", "b", "c"]),

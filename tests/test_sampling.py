@@ -281,3 +281,63 @@ def test_users_with_few_items_left_always_get_their_negatives() -> None:
         assert sorted(both[0].tolist()) == [0, 1, 2]
     with pytest.raises(ValueError, match="user 1 has 2 items left"):
         sampler.sample(np.array([1]), 3, np.random.default_rng(0), distinct=True)
+
+
+def reference_sample(sampler: NegativeSampler, users: np.ndarray, n: int,
+                     rng: np.random.Generator, distinct: bool) -> np.ndarray:
+    """The plain algorithm `sample` speeds up: every round re-checks every row at once."""
+    def rejected(neg: np.ndarray) -> np.ndarray:
+        bad = sampler.is_positive(users[:, None], neg)
+        return bad | brute_repeats(neg) if distinct else bad
+
+    if sampler.hard_pool is not None and sampler.distribution == "hard":
+        pool = sampler.hard_pool[users]
+        neg = np.take_along_axis(pool, rng.integers(0, pool.shape[1], (len(users), n)), 1)
+    else:
+        neg = sampler._draw((len(users), n), rng)
+    for _ in range(sampling.FAST_ROUNDS):
+        bad = rejected(neg)
+        if not bad.any():
+            return neg
+        neg[bad] = sampler._draw((int(bad.sum()),), rng)
+    return sampler._fallback(users, neg, rejected(neg), rng, distinct)
+
+
+def brute_repeats(x: np.ndarray) -> np.ndarray:
+    return np.array([[v in row[:j] for j, v in enumerate(row)] for row in x.tolist()],
+                    dtype=bool).reshape(x.shape)
+
+
+@pytest.mark.parametrize("distribution", ["uniform", "popularity", "hard"])
+@pytest.mark.parametrize("distinct", [False, True])
+@pytest.mark.parametrize(("check_cells", "rounds"), [(1, 1), (7, 32), (1 << 20, 2)])
+def test_sample_equals_the_plain_rejection_loop(monkeypatch, distribution, distinct, check_cells,
+                                                rounds):
+    """Re-checking only redrawn rows, in blocks of CHECK_CELLS draws, draws the very same items
+    (the sampled protocol's negatives must not change), the exact fallback included (few
+    rounds: users 0 and 1, with 3 and 5 items left, reach it)."""
+    monkeypatch.setattr(sampling, "CHECK_CELLS", check_cells)
+    monkeypatch.setattr(sampling, "FAST_ROUNDS", rounds)
+    calls = []
+    fallback = NegativeSampler._fallback
+    monkeypatch.setattr(NegativeSampler, "_fallback",
+                        lambda self, *a: calls.append(1) or fallback(self, *a))
+    dense = dense_positives(6)
+    sampler = NegativeSampler(as_csr(dense), distribution, alpha=0.8)
+    if distribution == "hard":
+        sampler.hard_pool = np.random.default_rng(0).integers(0, NUM_ITEMS, (NUM_USERS, 6))
+    users = np.repeat(np.arange(NUM_USERS), 3)
+    n = 3 if distinct else 5
+    for seed in range(3):
+        got = sampler.sample(users, n, np.random.default_rng(seed), distinct)
+        reached = len(calls)
+        want = reference_sample(sampler, users, n, np.random.default_rng(seed), distinct)
+        np.testing.assert_array_equal(got, want)
+        assert reached or rounds > 1  # one rejection round leaves draws for the fallback
+
+
+def test_repeats_matches_brute_force():
+    x = np.random.default_rng(0).integers(0, 6, (200, 5))
+    np.testing.assert_array_equal(sampling._repeats(x), brute_repeats(x))
+    assert not sampling._repeats(np.zeros((4, 1), np.int64)).any()
+    assert sampling._repeats(np.zeros((0, 3), np.int64)).shape == (0, 3)

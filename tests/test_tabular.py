@@ -61,6 +61,15 @@ def test_int_ids_round_trip(tmp_path, suffix):
     assert inter.user_ids.dtype == np.int64
 
 
+@pytest.mark.parametrize("users", [[3, 1, 3, 2, 1], [10**15, -5, 10**15, 7, -5]])
+def test_int_ids_compact_and_sparse_index_alike(tmp_path, users):
+    """Compact integer ids take a lookup table, sparse ones a join: the same indices as np.unique."""
+    items = [2**62, 9, 9, 2**62 + 1, 9]
+    inter = Tabular(write(frame(users, items), tmp_path / "x.parquet")).load()
+    check(inter, users, items)
+    assert inter.users.dtype == inter.items.dtype == np.int64
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet"])
 def test_string_ids_round_trip(tmp_path, suffix):
     users = ["bob", "bob", "x y", "zoë", "x y"]

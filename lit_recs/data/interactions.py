@@ -113,8 +113,8 @@ class Interactions:
 
     def compact(self) -> Interactions:
         """Re-index so that only users/items present in the log keep an index (after filtering)."""
-        keep_u = np.unique(self.users)
-        keep_i = np.unique(self.items)
+        keep_u = np.flatnonzero(self.user_counts())  # [U'] sorted, as np.unique (O(n), no sort)
+        keep_i = np.flatnonzero(self.item_counts())  # [I']
         if len(keep_u) == self.num_users and len(keep_i) == self.num_items:
             return self
         new_u = np.full(self.num_users, -1, dtype=np.int64)
@@ -154,9 +154,18 @@ class Interactions:
         return self._cache["binary_csr"]
 
     def time_order(self) -> np.ndarray:
-        """Permutation sorting the log by (user, timestamp), stable: ties keep file order."""
-        ts = self.timestamps if self.timestamps is not None else np.zeros(len(self), np.int64)
-        return np.lexsort((ts, self.users))  # last key is primary; lexsort is stable
+        """Permutation [n] sorting the log by (user, timestamp), stable: ties keep file order.
+
+        One stable sort of a single int64 key `user * span + (timestamp - min)` where that fits
+        in int64 (timsort: fastest on logs already grouped by user), else
+        `np.lexsort`; both give the same permutation. Cached (read-only), like `binary_csr`:
+        `deduplicate` computes it and hands the result's order on to the split.
+        """
+        if "time_order" not in self._cache:
+            order = _user_time_order(self.users, self.timestamps, self.num_users)
+            order.flags.writeable = False
+            self._cache["time_order"] = order
+        return self._cache["time_order"]
 
     def sequences(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-user time-ordered item sequences as (indptr [num_users+1], items [n])."""
@@ -172,13 +181,16 @@ class Interactions:
         return np.bincount(self.users, minlength=self.num_users)  # [U]
 
     def fingerprint(self) -> str:
-        """Short content hash of the log (indices, raw ids, ratings, timestamps): names this data."""
-        h = hashlib.sha256()
-        for arr in (self.users, self.items, self.ratings, self.timestamps, self.user_ids,
-                    self.item_ids):
-            h.update(b"-" if arr is None else np.ascontiguousarray(arr).tobytes())
-        h.update(f"{self.num_users}:{self.num_items}".encode())
-        return h.hexdigest()[:16]
+        """Short content hash of the log (indices, raw ids, ratings, timestamps): names this data.
+        Cached, like `binary_csr` (hashing 10^7 rows takes about a second)."""
+        if "fingerprint" not in self._cache:
+            h = hashlib.sha256()
+            for arr in (self.users, self.items, self.ratings, self.timestamps, self.user_ids,
+                        self.item_ids):
+                h.update(b"-" if arr is None else _content(arr))
+            h.update(f"{self.num_users}:{self.num_items}".encode())
+            self._cache["fingerprint"] = h.hexdigest()[:16]
+        return self._cache["fingerprint"]
 
     def summary(self) -> str:
         density = len(self) / max(1, self.num_users * self.num_items)
@@ -194,14 +206,45 @@ def index_ids(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Integer ids in a compact range take an O(n) lookup table instead of a sort.
     """
     raw = np.asarray(raw).reshape(-1)
-    if raw.dtype.kind in "iu" and len(raw):
-        lo, hi = int(raw.min()), int(raw.max())
-        if hi - lo <= 4 * len(raw) + 1024:
-            present = np.zeros(hi - lo + 1, dtype=bool)  # [range]
-            present[raw - lo] = True
-            lookup = np.cumsum(present, dtype=np.int64) - 1  # [range] id -> index
-            return (np.flatnonzero(present) + lo).astype(raw.dtype), lookup[raw - lo]
-    return np.unique(raw, return_inverse=True)
+    table = table_index(raw)
+    return table if table is not None else np.unique(raw, return_inverse=True)
+
+
+def table_index(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """`index_ids` of integer ids [n] in a compact range (max - min <= 4n + 1024) by an O(n)
+    lookup table: (sorted distinct ids [K], index [n] int64); None for any other ids."""
+    if raw.dtype.kind not in "iu" or len(raw) == 0:
+        return None
+    lo, hi = int(raw.min()), int(raw.max())
+    if hi - lo > 4 * len(raw) + 1024:
+        return None
+    present = np.zeros(hi - lo + 1, dtype=bool)  # [range]
+    present[raw - lo] = True
+    lookup = np.cumsum(present, dtype=np.int64) - 1  # [range] id -> index
+    return (np.flatnonzero(present) + lo).astype(raw.dtype), lookup[raw - lo]
+
+
+def _content(arr: np.ndarray) -> bytes:
+    """The bytes of an array's values: text ids (object arrays) by their text, not their pointers."""
+    if arr.dtype == object:
+        arr = arr.astype(str)  # fixed-width unicode: the same text gives the same bytes
+    return np.ascontiguousarray(arr).tobytes()
+
+
+def _user_time_order(users: np.ndarray, timestamps: np.ndarray | None, num_users: int
+                     ) -> np.ndarray:
+    """Stable permutation [n] by (user, timestamp): `Interactions.time_order`."""
+    if timestamps is None:
+        return np.argsort(users, kind="stable")
+    if len(users) and users.dtype.kind in "iu" and timestamps.dtype.kind == "i":
+        lo, hi = int(timestamps.min()), int(timestamps.max())
+        span = hi - lo + 1
+        if num_users * span <= np.iinfo(np.int64).max:  # the key fits: one sort of one column
+            key = np.multiply(users, span, dtype=np.int64)  # [n]
+            key += timestamps  # may wrap for a moment: the sum is exact modulo 2^64
+            key -= lo  # [n] user * span + (timestamp - lo), in [0, num_users * span)
+            return np.argsort(key, kind="stable")
+    return np.lexsort((timestamps, users))  # last key is primary; lexsort is stable
 
 
 def _align(
@@ -236,21 +279,39 @@ def binarize(inter: Interactions, threshold: float | None) -> Interactions:
 
 
 def deduplicate(inter: Interactions, keep: str = "last") -> Interactions:
-    """Keep one event per (user, item): the `last` or `first` in time; `keep='all'` keeps them all."""
+    """Keep one event per (user, item): the `last` or `first` in time; `keep='all'` keeps them all.
+
+    Time ties go to file order (of tied events the one earlier in the file counts as earlier). The
+    result keeps file order and carries its `time_order` (the input's, restricted to the kept
+    rows), so a split after it does not sort again.
+    """
     if keep == "all":
         return inter
     if keep not in ("first", "last"):
         raise ValueError(f"dedup must be 'first', 'last' or 'all', got {keep!r}")
-    order = inter.time_order()  # [n], by user then time
-    if keep == "last":
-        order = order[::-1]
-    key = inter.users[order] * inter.num_items + inter.items[order]
-    _, first = np.unique(key, return_index=True)
-    chosen = np.sort(order[first])  # keep file order
-    if len(chosen) < len(inter):
-        log.info("%s: removed %d duplicate (user, item) events (kept %s)", inter.name,
-                 len(inter) - len(chosen), keep)
-    return inter.select(chosen)
+    order = inter.time_order()  # [n] by (user, time)
+    pair = inter.users[order] * inter.num_items + inter.items[order]  # [n] in time order
+    by_pair = np.argsort(pair, kind="stable")  # [n] equal pairs together, each in time order
+    pair = pair[by_pair]  # [n] sorted
+    edge = np.ones(len(pair), dtype=bool)  # [n] the first (or last) event of each pair
+    if keep == "first":
+        np.not_equal(pair[1:], pair[:-1], out=edge[1:])
+    else:
+        np.not_equal(pair[:-1], pair[1:], out=edge[:-1])
+    kept_at = by_pair[edge]  # [n'] positions in `order` of the kept events
+    del pair, by_pair, edge
+    if len(kept_at) == len(inter):
+        return inter
+    log.info("%s: removed %d duplicate (user, item) events (kept %s)", inter.name,
+             len(inter) - len(kept_at), keep)
+    kept = np.zeros(len(inter), dtype=bool)  # [n] by row
+    kept[order[kept_at]] = True
+    out = inter.select(kept)  # file order
+    new_row = np.cumsum(kept) - 1  # [n] row -> its row in `out`
+    out_order = new_row[order[kept[order]]]  # [n'] rows of `out` by (user, time)
+    out_order.flags.writeable = False
+    out._cache["time_order"] = out_order
+    return out
 
 
 def k_core(inter: Interactions, min_user: int = 0, min_item: int = 0) -> Interactions:

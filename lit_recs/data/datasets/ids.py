@@ -26,6 +26,8 @@ from collections.abc import Callable
 import numpy as np
 import polars as pl
 
+from lit_recs.data.interactions import table_index
+
 NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"  # decimal or scientific notation
 PADDED = r"^[+-]?0[0-9]"  # a leading zero before another digit: a code such as 007
 WHOLE = r"^[+-]?[0-9]+\.?0*$"  # 7, 7., 7.000: whole numbers without an exponent
@@ -126,6 +128,10 @@ def _text_column(s: pl.Series, col: str, where: str, locate: Callable[[int], str
 
 
 def _index(s: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    if s.dtype == pl.Int64:  # integer ids in a compact range: a lookup table, no hashing
+        table = table_index(s.to_numpy())
+        if table is not None:
+            return table[1], table[0]
     ids = s.unique().sort()
     codes = pl.DataFrame({"id": ids, "index": pl.int_range(len(ids), eager=True, dtype=pl.Int64)})
     index = pl.DataFrame({"id": s}).join(codes, on="id", how="left", maintain_order="left")
