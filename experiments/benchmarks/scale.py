@@ -64,6 +64,7 @@ SAMPLED_CE = "{class_path: lit_recs.losses.SampledCE, init_args: {num_sampled: 1
 MODELS: dict[str, tuple[str, str, list[str]]] = {
     "popularity": ("popularity", "pairs", []),
     "mf": ("mf", "pairs", []),
+    "mf_sparse": ("mf_sparse", "pairs", []),
     "mf_bce": ("mf_bce", "pairs", []),
     "gmf": ("gmf", "pairs", []),
     "mlp": ("mlp", "pairs", []),
