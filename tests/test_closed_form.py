@@ -12,10 +12,11 @@ from lit_recs import runtime
 from lit_recs.data.datamodules import NegativeSamplingDataModule
 from lit_recs.data.datasets import Synthetic
 from lit_recs.losses import full_ce
-from lit_recs.models import EASE, ItemKNN, Popularity, SLIMGradient, itemknn
+from lit_recs.models import EASE, SLIM, ItemKNN, Popularity, SLIMGradient, itemknn
 from lit_recs.models.ease import ease_weights
 from lit_recs.models.itemknn import knn_similarity
 from lit_recs.nn.item_item import history_scores, to_csr
+from lit_recs.nn.slim_screened import gram_nnz_bound
 
 
 def random_binary(users: int = 60, items: int = 25, seed: int = 0) -> np.ndarray:
@@ -145,6 +146,20 @@ def test_full_softmax_refuses_logits_beyond_memory_and_names_the_sampled_softmax
         full_ce(query, table, torch.zeros(100_000), labels)
     monkeypatch.setattr(runtime, "available_memory", lambda: 2**40)
     assert torch.isfinite(full_ce(query[:8], table, torch.zeros(100_000), labels[:8]))
+
+
+@pytest.mark.parametrize("cls", [SLIM, ItemKNN])
+def test_sparse_gram_models_refuse_before_building_a_gram_beyond_memory(
+        cls: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = Synthetic(num_users=50, num_items=60, interactions_per_user=10, seed=4)
+    dm = NegativeSamplingDataModule(dataset=data, sampled_negatives=0)
+    x = dm.splits.train.binary_csr()
+    bound = min(60**2, int((np.diff(x.indptr) ** 2).sum()))
+    assert gram_nnz_bound(x) == bound
+    monkeypatch.setattr(runtime, "available_memory", lambda: 1000)  # bytes
+    with pytest.raises(ValueError, match=rf"{cls.__name__} needs about .* GiB \(the sparse "
+                                         rf"item-item Gram matrix, up to {bound:,} non-zeros"):
+        cls(dm.num_users, dm.num_items).fit_interactions(dm.splits.train)
 
 
 def test_fitted_item_item_models_reload_from_their_checkpoints(tmp_path) -> None:

@@ -22,7 +22,7 @@ from lit_recs.data.batches import EvalBatch
 from lit_recs.data.interactions import Interactions
 from lit_recs.models.base import ClosedFormModule, ItemScorer
 from lit_recs.nn.item_item import history_scorer, to_csr
-from lit_recs.nn.slim_screened import sparse_gram
+from lit_recs.nn.slim_screened import check_gram_memory, sparse_gram
 
 BLOCK_CELLS = 1 << 25  # the dense [I, columns] block of one step: 128 MiB of float32
 
@@ -69,7 +69,10 @@ class ItemKNN(ClosedFormModule):
         self.register_buffer("similarity", empty.coalesce())  # [I, I] sparse, k per column
 
     def fit_interactions(self, train: Interactions) -> None:
-        sim = knn_similarity(sparse_gram(train.binary_csr()), self.k, self.shrink)
+        x = train.binary_csr()
+        check_gram_memory("ItemKNN", x, 24, "Use EASE (dense, 3 x I^2 x 4 bytes) when the "
+                          "catalogue is small, or drop rare items (data min_item_interactions).")
+        sim = knn_similarity(sparse_gram(x), self.k, self.shrink)
         self.similarity = sim.to(self.device)
 
     def item_weights(self) -> Tensor:

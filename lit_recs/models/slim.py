@@ -38,7 +38,12 @@ from lit_recs.data.interactions import Interactions
 from lit_recs.models.base import ClosedFormModule, ItemScorer, RecModule
 from lit_recs.nn.item_item import history_scorer, to_csr
 from lit_recs.nn.slim import SLIMLayer, fista_slim, lipschitz
-from lit_recs.nn.slim_screened import candidates, slim_screened, sparse_gram
+from lit_recs.nn.slim_screened import (
+    candidates,
+    check_gram_memory,
+    slim_screened,
+    sparse_gram,
+)
 from lit_recs.runtime import check_memory
 
 log = logging.getLogger(__name__)
@@ -88,7 +93,11 @@ class SLIM(ClosedFormModule):
         self.fitted_solver = ""
 
     def fit_interactions(self, train: Interactions) -> None:
-        g = sparse_gram(train.binary_csr())  # [I, I] float32 CSR
+        x = train.binary_csr()
+        # the Gram's CSR (24 bytes per entry while built) plus the candidate sets (17 more)
+        check_gram_memory("SLIM", x, 41, "Use ItemKNN (top-k neighbours) or EASE (dense, 3 x I^2 "
+                          "x 4 bytes), raise l1, or drop rare items (data min_item_interactions).")
+        g = sparse_gram(x)  # [I, I] float32 CSR
         solver, cand = self.solver, None
         if solver == "auto":
             cand = candidates(g, self.l1)

@@ -24,6 +24,8 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from lit_recs.runtime import check_memory
+
 
 @dataclass
 class Candidates:
@@ -40,6 +42,22 @@ class Candidates:
     def work(self) -> int:
         """sum_j |S_j|^2: multiply-adds of one batched FISTA step over all columns."""
         return int(np.square(self.sizes.astype(np.int64)).sum())
+
+
+def gram_nnz_bound(a: sp.spmatrix) -> int:
+    """An upper bound on the non-zeros of A^T A for the 0/1 matrix A [U, I]: min(I^2, the number
+    of (item, item) pairs the users' rows produce, sum_u n_u^2)."""
+    per_user = np.diff(sp.csr_matrix(a).indptr).astype(np.int64)  # [U]
+    return int(min(a.shape[1] ** 2, int(np.square(per_user).sum())))
+
+
+def check_gram_memory(model: str, a: sp.spmatrix, bytes_per_entry: int, instead: str) -> None:
+    """Refuse before building the sparse Gram matrix when `bytes_per_entry` x its non-zero bound
+    exceeds the memory available (scipy's product and its CSR copy take 24 bytes per entry)."""
+    bound = gram_nnz_bound(a)
+    check_memory(model, bound * bytes_per_entry, f"the sparse item-item Gram matrix, up to "
+                 f"{bound:,} non-zeros at {bytes_per_entry} bytes each while it is built and used",
+                 instead)
 
 
 def sparse_gram(a: sp.spmatrix) -> sp.csr_matrix:
