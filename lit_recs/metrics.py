@@ -340,9 +340,16 @@ class RankingMetrics(torchmetrics.Metric):
             counts = torch.zeros(len(self.ks), num_items, dtype=torch.float64)  # [nK, I]
             self.add_state("item_counts", default=counts, dist_reduce_fx="sum")
 
-    def update(self, scores: Tensor, targets: Tensor, weights: Tensor | None = None) -> None:
+    def update(self, scores: Tensor | ChunkedRanking, targets: Tensor | None = None,
+               weights: Tensor | None = None) -> None:
         """Add a batch: scores [B, I] float (-inf = excluded), targets as (row, item) pairs [2, T]
-        (or a bool mask [B, I]), weights [B]."""
+        (or a bool mask [B, I]), weights [B]; or a batch ranked chunk by chunk (`ChunkedRanking`,
+        no targets: it holds them) with its weights [B]."""
+        if isinstance(scores, ChunkedRanking):
+            self._update_chunked(scores, weights)
+            return
+        if targets is None:
+            raise ValueError("RankingMetrics.update: targets are needed with a score matrix")
         pairs, weights = _check_inputs(scores, targets, weights, self.num_items)  # [2, T], [B]
         positions, valid = target_positions(scores, pairs)  # [B, T], [B, T]
         top = None
@@ -350,9 +357,10 @@ class RankingMetrics(torchmetrics.Metric):
             top = scores.topk(min(max(self.ks), scores.shape[1]), dim=1)  # [B, k]
         self.add(positions, valid, weights, None if top is None else (top.values, top.indices))
 
-    def update_chunked(self, ranking: ChunkedRanking, weights: Tensor) -> None:
-        """Add a batch ranked chunk by chunk (`ChunkedRanking`); weights [B]."""
+    def _update_chunked(self, ranking: ChunkedRanking, weights: Tensor | None) -> None:
         positions, valid = ranking.positions()  # [B, T], [B, T]
+        if weights is None:
+            weights = torch.ones(len(positions), device=positions.device)
         top = None if self.num_items is None else (ranking.top_values, ranking.top_items)
         self.add(positions, valid, weights.to(torch.float64), top)
 

@@ -9,6 +9,8 @@ matrix (ML-100K, a few chunks per batch forced by a small `score_cells`).
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -61,7 +63,8 @@ def test_chunks_give_exactly_the_whole_catalogues_metrics(ties: bool, seed: int)
     for width in (1, 4, 16, 60, num_items):
         ranking = chunked(scores, targets, width, candidates)
         metric = RankingMetrics(KS, num_items=coverage)
-        metric.update_chunked(ranking, torch.ones(scores.shape[0]))
+        metric.update(ranking, weights=torch.ones(scores.shape[0]))
+        assert metric.update_called  # what log_metrics asks before logging
         assert metric.compute() == expected, width
         assert torch.equal(ranking.candidate_scores, scores.gather(1, candidates))
         top = scores.topk(max(KS), dim=1)
@@ -105,6 +108,7 @@ def evaluated(module: RecModule, batches: list, cells: int) -> tuple[dict, list]
         for batch in batches:
             module.evaluate(batch, "test")
         predicted = [module.predict_step(batch, 0) for batch in batches]
+    assert module.metrics["test"].update_called and module.metrics["test_sampled"].update_called
     metrics = {**module.metrics["test"].compute(), **module.metrics["test_sampled"].compute()}
     module.metrics["test"].reset()
     module.metrics["test_sampled"].reset()
@@ -133,3 +137,25 @@ def test_every_model_evaluates_and_predicts_the_same_in_chunks(model: str) -> No
             full = module.masked_scores(batch)[batch.weights > 0]  # [B', I]
         torch.testing.assert_close(full.gather(1, mine["items"]), mine["scores"])
         assert all(len(set(row.tolist())) == row.numel() for row in mine["items"])
+
+
+def test_the_command_logs_the_same_metrics_when_it_ranks_in_chunks(tmp_path: Path) -> None:
+    """Through `lit-recs fit` (in this process): the chunked path's metrics reach the logger,
+    early stopping and results.json, equal to the whole-catalogue run's."""
+    from lit_recs.cli import RUN_DIR_ENV
+    from lit_recs.cli import run as main
+    results = {}
+    for cells in (1 << 25, 20_000):
+        folder = tmp_path / str(cells)
+        main(["fit", "--config", str(CONF / "base.yaml"), "--data",
+              str(CONF / "data" / "ml-100k-loo.yaml"), "--model",
+              str(CONF / "model" / "popularity.yaml"), "--model.init_args.score_cells", str(cells),
+              "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+              "--trainer.default_root_dir", str(folder)])
+        results[cells] = json.loads((folder / "results.json").read_text())["metrics"]
+    os.environ.pop(RUN_DIR_ENV, None)
+    whole, parts = results[1 << 25], results[20_000]
+    assert "val/ndcg@10" in parts and "test/sampled99/hr@10" in parts
+    assert parts.keys() == whole.keys()
+    for key, value in whole.items():
+        assert parts[key] == pytest.approx(value, abs=1e-6), key

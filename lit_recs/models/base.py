@@ -270,7 +270,7 @@ class RecModule(LightningModule):
         if batch.sampled is not None and type(self).score_candidates is RecModule.score_candidates:
             candidates = self._candidates(batch)  # [B, N + T]
         ranking = self.ranked_in_chunks(batch, max(self.top_k), candidates)
-        self.metrics[stage].update_chunked(ranking, batch.weights)
+        self.metrics[stage].update(ranking, weights=batch.weights)
         if batch.sampled is not None:
             self._evaluate_sampled(batch, stage, lambda: ranking.candidate_scores)
 
