@@ -157,7 +157,9 @@ def summarise(results: dict[str, Any], args: argparse.Namespace) -> dict[str, An
 
 
 def last_error(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if "Error" in line or "error:" in line]
+    """The refusal's own line when there is one, else the last line naming an error."""
+    lines = [line.strip() for line in text.splitlines() if "needs about" in line] or \
+        [line.strip() for line in text.splitlines() if "Error" in line or "error:" in line]
     return lines[-1][:400] if lines else text.strip().splitlines()[-1][:400]
 
 
