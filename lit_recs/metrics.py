@@ -260,14 +260,17 @@ class ChunkedRanking:
             inside = (self.candidates >= first) & (self.candidates < last)  # [B, C]
             rows, cols = inside.nonzero(as_tuple=True)
             self.candidate_scores[rows, cols] = scores[rows, self.candidates[rows, cols] - first]
-        k = min(self.k, scores.shape[1])
-        best = scores.topk(k, dim=1)  # [B, k]
-        self.top_values, self.top_items = merge_top(self.top_values, self.top_items, best.values,
-                                                    best.indices + first, self.k)
-        in_chunk = (self.pairs[1] >= first) & (self.pairs[1] < last)  # [T']
-        others = scores.index_put((self.pairs[0][in_chunk], self.pairs[1][in_chunk] - first),
-                                  scores.new_tensor(float("-inf")))  # copy [B, n], targets out
-        self.others, _ = merge_top(self.others, None, others.topk(k, dim=1).values, None, self.k)
+        # one top list of k + T per chunk serves both: its first k are the chunk's best items,
+        # and with the row's (at most T) targets taken out it still holds the best k others
+        width = min(self.k + self.index.shape[1], scores.shape[1])
+        best = scores.topk(width, dim=1)  # [B, k + T]
+        items = best.indices + first  # [B, k + T]
+        self.top_values, self.top_items = merge_top(
+            self.top_values, self.top_items, best.values[:, :self.k], items[:, :self.k], self.k)
+        is_target = ((items[:, :, None] == self.index[:, None, :])
+                     & self.valid[:, None, :]).any(2)  # [B, k + T]
+        others = best.values.masked_fill(is_target, float("-inf"))  # [B, k + T]
+        self.others, _ = merge_top(self.others, None, others, None, self.k)
 
     def positions(self) -> tuple[Tensor, Tensor]:
         """(positions [B, T], valid [B, T]) as `target_positions` gives them below k."""
