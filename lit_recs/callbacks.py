@@ -254,6 +254,8 @@ class ResultsWriter(Callback):
                          *(cb.warning for cb in trainer.callbacks
                            if isinstance(cb, StillImproving) and cb.warning)],
             "versions": versions(),
+            "threads": {"torch": torch.get_num_threads(),
+                        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")},
         }
         if self.error is not None:
             result["error"] = self.error

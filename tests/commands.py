@@ -21,6 +21,7 @@ def lit_recs(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
     env.pop("LIT_RECS_RUN_DIR", None)
+    env.pop("OMP_WAIT_POLICY", None)  # the command's own default is what the tests see
     script = Path(sys.executable).parent / "lit-recs"
     return subprocess.run([str(script), *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)

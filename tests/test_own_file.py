@@ -206,7 +206,10 @@ def test_a_run_with_a_class_path_datasource_is_tested_again_from_its_saved_confi
                      str(tmp_path / "fit" / "checkpoints" / "last.ckpt"),
                      "--trainer.default_root_dir", str(tmp_path / "test"), timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
-    first = json.loads((tmp_path / "fit" / "results.json").read_text())["metrics"]
+    fitted = json.loads((tmp_path / "fit" / "results.json").read_text())
+    # the command sleeps idle OpenMP threads unless told otherwise (lit_recs.command)
+    assert fitted["threads"] == {"torch": 1, "OMP_WAIT_POLICY": "PASSIVE"}  # OMP_NUM_THREADS=1
+    first = fitted["metrics"]
     second = json.loads((tmp_path / "test" / "results.json").read_text())["metrics"]
     tests = {k: v for k, v in first.items() if k.startswith("test/")}
     assert tests and tests == {k: second[k] for k in tests}
