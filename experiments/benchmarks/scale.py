@@ -160,7 +160,7 @@ def last_error(text: str) -> str:
     """The refusal's own line when there is one, else the last line naming an error."""
     lines = [line.strip() for line in text.splitlines() if "needs about" in line] or \
         [line.strip() for line in text.splitlines() if "Error" in line or "error:" in line]
-    return lines[-1][:400] if lines else text.strip().splitlines()[-1][:400]
+    return lines[-1].lstrip("- ")[:400] if lines else text.strip().splitlines()[-1][:400]
 
 
 def data_stage(path: Path) -> dict[str, Any]:
