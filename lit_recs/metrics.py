@@ -183,22 +183,11 @@ def per_user_metrics(positions: Tensor, valid: Tensor, ks: Sequence[int]) -> dic
     }
 
 
-def topk_item_counts(scores: Tensor, counted: Tensor, ks: Sequence[int]) -> Tensor:
-    """How many counted users have each item in their top-K (``-inf`` ignored).
-
-    Args:
-        scores: ``[B, I]``; counted: ``[B]`` bool; ks: cut-offs.
-
-    Returns:
-        ``[len(ks), I]`` float64 counts.
-    """
-    top = scores.topk(min(max(ks), scores.shape[1]), dim=1)  # values, indices [B, k]
-    return counts_in_top(top.values, top.indices, counted, ks, scores.shape[1])
-
-
 def counts_in_top(values: Tensor, indices: Tensor, counted: Tensor, ks: Sequence[int],
                   num_items: int) -> Tensor:
-    """`topk_item_counts` from each row's top list: values, indices [B, k] (best first)."""
+    """How many counted users have each item in their top-K (``-inf`` ignored), from each row's
+    top list: values, indices [B, k] (best first), counted [B] bool. Returns [len(ks), I]
+    float64 counts."""
     ks_t = torch.as_tensor(list(ks), dtype=torch.long, device=values.device)  # [nK]
     keep = counted[:, None] & (values != float("-inf"))  # [B, k]
     in_cut = torch.arange(indices.shape[1], device=values.device) < ks_t[:, None]  # [nK, k]

@@ -311,8 +311,7 @@ class IALS(RecModule):
         # checkpointing needs to save a new best
 
     def item_scorer(self, batch: EvalBatch) -> ItemScorer:
-        users = self.net.users[batch.users]  # [B, D]
-        return lambda items: users @ self.net.items[items].T  # [B, n]
+        return lambda items: self.net(batch.users, items)  # [B, n]
 
 
 def _to_torch(m: Any, device: torch.device) -> Tensor:
