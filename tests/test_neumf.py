@@ -75,6 +75,45 @@ def test_training_batch_larger_than_the_tables_gives_the_same_loss_and_gradients
         1, items).detach(), rtol=1e-12, atol=1e-12)
 
 
+def _side(name: str) -> str | None:
+    """`user` / `item` for an embedding table's weight (net.gmf_user.weight ...), else None."""
+    table = name.removeprefix("net.").removesuffix(".weight")
+    return table.split("_")[1] if table in ("gmf_user", "gmf_item", "mlp_user", "mlp_item") else None
+
+
+@pytest.mark.parametrize("gmf, mlp", [(3, ()), (0, (8, 6, 4)), (3, (8, 6, 4))],
+                         ids=["gmf", "mlp", "neumf"])
+def test_sparse_tables_have_the_dense_gradients_and_move_only_the_batch_rows(gmf, mlp) -> None:
+    """sparse: true gives the tables sparse gradients equal, densified, to the dense ones; one
+    LazyAdam step moves the layers and only the batch's rows of the tables."""
+    from lit_recs.data.batches import PairBatch
+    from lit_recs.optim import LazyAdam
+
+    torch.manual_seed(0)
+    kwargs = {"gmf_dim": gmf, "mlp_dims": mlp}
+    dense = NeuMF(40, 30, **kwargs)
+    sparse = NeuMF(40, 30, sparse=True, optimizer=lambda p: LazyAdam(p, lr=0.01), **kwargs)
+    sparse.load_state_dict(dense.state_dict())
+    users = torch.randint(0, 40, (16,))
+    batch = PairBatch(users, torch.randint(0, 30, (16,)), torch.randint(0, 30, (16, 4)))
+    dense.compute_loss(batch).backward()
+    sparse.compute_loss(batch).backward()
+    for (name, a), (_, b) in zip(dense.named_parameters(), sparse.named_parameters()):
+        assert b.grad.is_sparse == (_side(name) is not None), name
+        torch.testing.assert_close(b.grad.to_dense(), a.grad, msg=name)
+    tables = {n: p.detach().clone() for n, p in sparse.named_parameters()}
+    sparse.configure_optimizers().step()
+    for name, p in sparse.named_parameters():
+        moved = (p != tables[name]).reshape(len(p), -1).any(1) if p.dim() else None
+        if _side(name) == "user":
+            assert set(moved.nonzero()[:, 0].tolist()) == set(users.tolist()), name
+        elif _side(name) == "item":
+            assert moved.sum() <= len(set(batch.pos_items.tolist()) | set(
+                batch.neg_items.flatten().tolist())), name
+        else:
+            assert not torch.equal(p, tables[name]), name  # the layers move with Adam
+
+
 def test_pretrained_towers_are_copied_and_mixed(tmp_path) -> None:
     torch.manual_seed(1)
     gmf = NeuMF(5, 9, gmf_dim=4, mlp_dims=())

@@ -59,6 +59,29 @@ def train_batch(dm: TwoTowerDataModule):
     return next(iter(dm.train_dataloader()))
 
 
+@pytest.mark.parametrize("history_length", [0, 4])
+def test_sparse_embedding_table_has_the_dense_gradient(history_length: int) -> None:
+    """tower: {sparse: true}: the feature table's gradient is sparse and equals the dense one; a
+    LazyAdam step moves only the rows the batch read."""
+    from lit_recs.optim import LazyAdam
+
+    dm = datamodule(history_length)
+    dense = model(dm)
+    sparse = model(dm, sparse=True)
+    sparse.optimizer = lambda p: LazyAdam(p, lr=0.01)
+    batch = train_batch(dm)
+    dense.compute_loss(batch).backward()
+    sparse.compute_loss(batch).backward()
+    for (name, a), (_, b) in zip(dense.named_parameters(), sparse.named_parameters()):
+        assert b.grad.is_sparse == (name == "net.embedding"), name
+        torch.testing.assert_close(b.grad.to_dense(), a.grad, msg=name)
+    read = set(sparse.net.embedding.grad.coalesce().indices()[0].tolist())
+    before = sparse.net.embedding.detach().clone()
+    sparse.configure_optimizers().step()
+    moved = (sparse.net.embedding != before).any(1)  # [V]
+    assert 0 < moved.sum() < len(moved) and set(moved.nonzero()[:, 0].tolist()) <= read
+
+
 @pytest.mark.parametrize("history", ["none", "mean", "gru", "transformer"])
 @pytest.mark.parametrize("similarity", ["cosine", "dot"])
 def test_ranking_scores_equal_pair_scores(history: str, similarity: str) -> None:

@@ -43,7 +43,7 @@ class NeuMFNet(nn.Module):
 
     def __init__(self, num_users: int, num_items: int, gmf_dim: int = 8,
                  mlp_dims: Sequence[int] = (64, 32, 16, 8), dropout: float = 0.0,
-                 init_std: float = 0.01) -> None:
+                 init_std: float = 0.01, sparse: bool = False) -> None:
         super().__init__()
         mlp_dims = tuple(mlp_dims)
         if gmf_dim <= 0 and not mlp_dims:
@@ -53,12 +53,12 @@ class NeuMFNet(nn.Module):
                              f"(the input [p'; q'] and at least one layer), got {mlp_dims}")
         self.gmf_dim, self.mlp_dims = gmf_dim, mlp_dims
         if gmf_dim > 0:
-            self.gmf_user, self.gmf_item = nn.Embedding(num_users, gmf_dim), \
-                nn.Embedding(num_items, gmf_dim)
+            self.gmf_user, self.gmf_item = nn.Embedding(num_users, gmf_dim, sparse=sparse), \
+                nn.Embedding(num_items, gmf_dim, sparse=sparse)
         if mlp_dims:
             half = mlp_dims[0] // 2
-            self.mlp_user, self.mlp_item = nn.Embedding(num_users, half), \
-                nn.Embedding(num_items, half)
+            self.mlp_user, self.mlp_item = nn.Embedding(num_users, half, sparse=sparse), \
+                nn.Embedding(num_items, half, sparse=sparse)
             self.first_user = nn.Linear(half, mlp_dims[1])  # W_1 = [W_u, W_i], b_1 here
             self.first_item = nn.Linear(half, mlp_dims[1], bias=False)
             layers: list[nn.Module] = []
@@ -122,6 +122,9 @@ class NeuMF(RecModule):
         score_chunk: (user, item) pairs scored at once when ranking the catalogue.
         pretrained_gmf / pretrained_mlp: checkpoints of trained GMF / MLP models to start from.
         pretrain_alpha: the GMF share of the output layer when both are given.
+        sparse: sparse gradients for the embedding tables, so that a step touches only the batch's
+            rows; pair with `lit_recs.optim.LazyAdam` (Adam for the layers, lazy Adam for the
+            tables). For large user and item tables: dense Adam updates every row at every step.
     """
 
     def __init__(
@@ -137,10 +140,11 @@ class NeuMF(RecModule):
         pretrained_gmf: str | None = None,
         pretrained_mlp: str | None = None,
         pretrain_alpha: float = 0.5,
+        sparse: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_users, num_items, **kwargs)
-        self.net = NeuMFNet(num_users, num_items, gmf_dim, mlp_dims, dropout, init_std)
+        self.net = NeuMFNet(num_users, num_items, gmf_dim, mlp_dims, dropout, init_std, sparse)
         self.loss, self.score_chunk = loss, score_chunk
         if pretrained_gmf or pretrained_mlp:
             self.load_towers(pretrained_gmf, pretrained_mlp, pretrain_alpha)

@@ -38,13 +38,21 @@ class MLP(nn.Module):
         return self.layers(x)  # [R, in] -> [R, out]
 
 
-def pool_fields(table: Tensor, index: Tensor, value: Tensor, slot_field: Tensor, num_fields: int
-                ) -> Tensor:
+def embed(table: Tensor, index: Tensor, sparse: bool = False) -> Tensor:
+    """Rows of the embedding table [V, E] for index [...] -> [..., E]; `sparse`: the table's
+    gradient holds only these rows (a sparse tensor: pair with `lit_recs.optim.LazyAdam`)."""
+    if sparse:
+        return F.embedding(index, table, sparse=True)
+    return table.index_select(0, index.reshape(-1)).view(*index.shape, -1)
+
+
+def pool_fields(table: Tensor, index: Tensor, value: Tensor, slot_field: Tensor, num_fields: int,
+                sparse: bool = False) -> Tensor:
     """Slots [R, S] -> per-field sums of value x embedding [R, F, E].
 
     slot_field [S]: the (side-local) field of each slot column; every row has the same layout.
     """
-    emb = table.index_select(0, index.reshape(-1)).view(*index.shape, -1)  # [R, S, E]
+    emb = embed(table, index, sparse)  # [R, S, E]
     emb = emb * value[..., None]
     pooled = emb.new_zeros(len(index), num_fields, emb.shape[-1])  # [R, F, E]
     return pooled.index_add_(1, slot_field, emb)

@@ -31,6 +31,7 @@ from lit_recs.nn.towers import (
     HistoryKind,
     Similarity,
     Tower,
+    embed,
     pool_fields,
     ranking_vectors,
     similarity,
@@ -48,6 +49,8 @@ class TowerConfig:
     history: how the user tower pools its history: `none`, `mean`, `gru`, `transformer`.
     history_layers / history_heads: the transformer's size.
     similarity: `cosine` or `dot`; temperature: scores are similarity / temperature.
+    sparse: sparse gradients for the feature embedding table, so that a step touches only the
+        batch's rows (large id spaces; pair with `lit_recs.optim.LazyAdam`).
     """
 
     embedding_dim: int = 32
@@ -60,6 +63,7 @@ class TowerConfig:
     history_heads: int = 2
     similarity: Similarity = "cosine"
     temperature: float = 0.1
+    sparse: bool = False
 
     def __post_init__(self) -> None:
         for name in ("user_hidden", "item_hidden"):  # any sequence (a tuple in Python) -> list
@@ -121,7 +125,8 @@ class TwoTowerNet(nn.Module):
         """Item tower: the items' slots index / value [C, S_i] (slot_field [S_i]: each slot
         column's side-local field; fields [F_i]: the item side's field numbers) and their
         pre-computed vectors [C, item_vector_dim] -> [C, D]."""
-        pooled = pool_fields(self.embedding, index, value, slot_field, len(fields))  # [C, F_i, E]
+        pooled = pool_fields(self.embedding, index, value, slot_field, len(fields),
+                             self.config.sparse)  # [C, F_i, E]
         return self.item_tower(pooled, fields, vectors if self.item_vector_dim else None)
 
     def user_vectors(self, index: Tensor, value: Tensor, slot_field: Tensor, fields: Tensor,
@@ -132,11 +137,13 @@ class TwoTowerNet(nn.Module):
         vectors of their histories [B, L, D] (as `ranking_vectors` gives them) with keep [B, L]
         (False on padding), context feature ids [B, Sc] of the fields context_fields [Sc]
         -> [B, D]."""
-        pooled = pool_fields(self.embedding, index, value, slot_field, len(fields))  # [B, F_u, E]
+        pooled = pool_fields(self.embedding, index, value, slot_field, len(fields),
+                             self.config.sparse)  # [B, F_u, E]
         if context is not None and context.shape[1]:
             if context_fields is None:
                 raise ValueError("context feature ids need their field numbers (context_fields)")
-            pooled = torch.cat([pooled, self.embedding[context]], 1)  # [B, F_u + Sc, E]
+            context_rows = embed(self.embedding, context, self.config.sparse)  # [B, Sc, E]
+            pooled = torch.cat([pooled, context_rows], 1)  # [B, F_u + Sc, E]
             fields = torch.cat([fields, context_fields])
         extra = None
         if self.history_encoder is not None:
