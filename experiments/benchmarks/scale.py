@@ -150,22 +150,36 @@ def run_model(name: str, path: Path, out: Path, args: argparse.Namespace) -> dic
     results = folder / "results.json"
     text = (out / f"{folder.name}.log").read_text()
     if row["exit"] == 0 and results.exists():
-        return row | summarise(json.loads(results.read_text()), args)
+        return row | summarise(json.loads(results.read_text()), args, family)
     row["outcome"] = "refused" if "needs about" in text else "failed"
     row["error"] = last_error(text)
     return row
 
 
-def summarise(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def epoch_steps(family: str, summary: dict[str, Any]) -> int | None:
+    """Training steps in one epoch: a batch of interactions (pairs, tower, fields) or of users
+    (rows); None for sequence windows (their count is not in the summary)."""
+    size = FAMILIES[family][1]["batch_size"]
+    train = summary["split"]["train"]
+    count = {"rows": train["users"], "seq": None}.get(family, train["interactions"])
+    return None if count is None else -(-count // size)
+
+
+def summarise(results: dict[str, Any], args: argparse.Namespace, family: str) -> dict[str, Any]:
+    """A finished run's row; an epoch cut by the time limit gets its projected length (seconds per
+    step so far x steps in an epoch)."""
     timings, metrics = results["timings"], results["metrics"]
     test_users = results["data_summary"]["split"]["test"]["users"]
     evaluated = test_users if args.eval_batches is None else \
         min(test_users, args.eval_batches * 512)
     cut = results["epochs"] < 1 or (results.get("timings", {}).get("fit_s", 0)
                                       >= args.max_minutes * 60 - 1)
+    epoch_s = timings["fit_s"] - timings.get("validate_s", 0)
+    steps = epoch_steps(family, results["data_summary"])
+    projected = round(epoch_s * steps / max(results["global_steps"], 1)) if cut and steps else None
     return {"outcome": f"epoch cut at {args.max_minutes} min after "
                        f"{results['global_steps']:,} steps" if cut else "ok",
-            "epoch_s": round(timings["fit_s"] - timings.get("validate_s", 0), 1),
+            "epoch_s": round(epoch_s, 1), "projected_epoch_s": projected,
             "test_s": timings["test_s"], "test_users": evaluated,
             "users_per_s": round(evaluated / max(timings["test_s"], 1e-9)),
             "ndcg@10": metrics.get("test/ndcg@10"), "hr@10": metrics.get("test/hr@10")}
@@ -206,7 +220,9 @@ def table(rows: dict[str, Any], data: dict[str, Any]) -> str:
                          f"| {r['peak_rss_gib']:.2f} |")
             continue
         ref = "" if pop is None else f" ({pop:.4f})"
-        lines.append(f"| {name} | {r['outcome']} | {r['epoch_s']} | {r['users_per_s']:,} "
+        epoch = r["epoch_s"] if not r.get("projected_epoch_s") else \
+            f"{r['epoch_s']} (a whole epoch: about {r['projected_epoch_s']:,})"
+        lines.append(f"| {name} | {r['outcome']} | {epoch} | {r['users_per_s']:,} "
                      f"({r['test_users']:,} users) | {r['ndcg@10']:.4f}{ref} | {r['hr@10']:.4f} "
                      f"| {r['peak_rss_gib']:.2f} |")
     for name, why in NOT_RUN.items():
