@@ -92,7 +92,7 @@ def assert_close(got, want, tol=1e-10):  # brute force sums many lists
 
 
 def chunked(scores, targets, k, width):
-    ranking = ChunkedRanking(as_pairs(targets), scores.shape[0], k)
+    ranking = ChunkedRanking(as_pairs(targets), scores.shape[0], k, count_ties=True)
     for first in range(0, scores.shape[1], width):
         ranking.add(first, scores[:, first:first + width])
     return ranking
@@ -200,6 +200,26 @@ def test_chunks_give_the_whole_matrix_counts_below_k(seed):
         assert computed(metric) == want, width
 
 
+def test_counts_in_blocks_of_rows_equal_one_pass(monkeypatch):
+    """`count_in_rows` compares a few rows at a time on a CPU: blocks of 1 to 3 rows (a tiny
+    COUNT_BLOCK_CELLS) give the counts of one pass, whole-matrix and in chunks."""
+    g = torch.Generator().manual_seed(5)
+    scores = torch.randint(0, 4, (13, 40), generator=g).float()
+    scores[torch.rand(13, 40, generator=g) < 0.2] = float("-inf")
+    targets = torch.zeros(13, 40, dtype=torch.bool)
+    targets[torch.arange(13), torch.randint(0, 40, (13,), generator=g)] = True
+    scores[targets] = torch.randint(2, 4, (13,), generator=g).float()
+    want = tie_counts(scores, targets)
+    want_chunks = chunked(scores, targets, 3, 17).counts()
+    for cells in (40, 100):  # 1 and 2 rows per block
+        monkeypatch.setattr("lit_recs.metrics.COUNT_BLOCK_CELLS", cells)
+        got = tie_counts(scores, targets)
+        assert torch.equal(got.above, want.above) and torch.equal(got.tied, want.tied)
+        got = chunked(scores, targets, 3, 17).counts()
+        assert torch.equal(got.above, want_chunks.above)
+        assert torch.equal(got.tied, want_chunks.tied)
+
+
 # ------------------------------------------------------------------ through RecModule
 class FixedScores(RecModule):
     """Scores read from a fixed [U, I] table, through an item_scorer (so chunks apply)."""
@@ -261,7 +281,12 @@ def test_ties_option_is_checked():
         RankingMetrics((1,), ties="random")
     with pytest.raises(ValueError, match="ties must be one of"):
         FixedScores(torch.zeros(2, 3), ties="optimistic")
+    scores, targets = torch.zeros(1, 3), torch.tensor([[0], [1]])
+    ranking = ChunkedRanking(targets, 1, 2)  # ties not counted
+    ranking.add(0, scores)
     metric = RankingMetrics((1,), ties="expected")
+    with pytest.raises(ValueError, match="count_ties=True"):
+        metric.update(ranking)
     with pytest.raises(ValueError, match="needs the targets' TieCounts"):
         metric.add(torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.bool),
                    torch.ones(1, dtype=torch.float64), None)

@@ -227,7 +227,8 @@ class RecModule(LightningModule):
                          ) -> ChunkedRanking:
         """The batch ranked chunk by chunk (`chunk_width` items at a time), seen items excluded
         as in `masked_scores`; `candidates` [B, C]: items whose scores are kept too."""
-        ranking = ChunkedRanking(batch.targets, len(batch), k, candidates)
+        ranking = ChunkedRanking(batch.targets, len(batch), k, candidates,
+                                 count_ties=self.ties == "expected")
         width = self.chunk_width(batch) or self.num_items
         with torch.autocast(batch.users.device.type, enabled=False):  # rank in full precision
             scorer = self.item_scorer(batch)
