@@ -360,3 +360,39 @@ def test_command_writes_both_policies_and_the_gaps(tmp_path):
     line = next(line for line in console.splitlines() if "test/sampled99/hr@10" in line
                 and "tie_gap" in line)
     assert f"{ties['gaps']['test/sampled99/hr@10']['tie_gap']:+.4f}" in line
+
+
+def test_command_refuses_an_unknown_tie_policy(tmp_path):
+    out = lit_recs("fit", "--config", str(CONF / "base.yaml"),
+                   "--data", str(CONF / "data" / "ml-100k-loo.yaml"),
+                   "--model", str(CONF / "model" / "popularity.yaml"), "--trainer.logger", "false",
+                   "--model.init_args.ties", "random",
+                   "--trainer.default_root_dir", str(tmp_path))
+    assert out.returncode != 0
+    assert 'Parser key "ties"' in out.stderr and "Got value: random" in out.stderr
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_two_processes_give_one_process_expected_metrics(tmp_path):
+    """DDP (gloo on CPU) through the command: `test` on two processes gives the expected and
+    pessimistic metrics of one process on the same checkpoint (the states are float64 sums).
+    Popularity is fitted on one process (DDP refuses a model without trainable parameters)."""
+    common = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+              "--trainer.accelerator", "cpu"]
+    run_command(tmp_path / "fit", "--model.init_args.ties", "expected")
+    results = {}
+    for devices, strategy in (("1", "auto"), ("2", "ddp")):
+        folder = tmp_path / devices
+        tested = lit_recs("test", "--config", str(tmp_path / "fit" / "config.yaml"),
+                          "--ckpt_path", str(tmp_path / "fit" / "checkpoints" / "best.ckpt"),
+                          "--trainer.strategy", strategy, "--trainer.devices", devices,
+                          "--trainer.default_root_dir", str(folder), *common)
+        assert tested.returncode == 0, tested.stderr[-3000:]
+        results[devices] = json.loads((folder / "results.json").read_text())
+    one, two = results["1"], results["2"]
+    assert two["world_size"] == 2
+    keys = [k for k in one["metrics"] if k.startswith("test/")]
+    assert "test/sampled99/pessimistic/hr@10" in keys and "test/sampled99/hr@10" in keys
+    for key in keys:
+        assert two["metrics"][key] == pytest.approx(one["metrics"][key], abs=1e-6), key
+    assert one["ties"]["gaps"].keys() == two["ties"]["gaps"].keys() != set()
