@@ -58,13 +58,13 @@ number of non-targets before the first of the ``m`` targets in a random order of
 
 (with one target, m = 1, these reduce to the linear formulas). Each needs, per target, only the
 counts of non-targets strictly above and tied with it (one more comparison, or one more
-`searchsorted`, beside the pessimistic count) and its rank and ties among the row's few targets
-([B, T, T]); the tables run over x < max(K). Both policies come from the same counts: with
-``ties="expected"``, `compute` reports the expected values under the usual names and the
-pessimistic ones under ``pessimistic/<metric>@K`` (`tie_gaps` pairs them). Coverage is the same
-under both policies (it reads `topk`'s lists, not the targets' positions). A target whose score
-is ``-inf`` ties with the excluded items in the whole-matrix path and is a miss in the chunked one,
-under both policies (targets are never excluded by `exclude_seen`).
+`searchsorted`, beside the pessimistic count) and its rank and ties among the row's few targets (a
+sort of [B, T]); the tables run over x < max(K), no tensor is [B, I, I] or [B, T, T]. Both policies
+come from the same counts: with ``ties="expected"``, `compute` reports the expected values under
+the usual names and the pessimistic ones under ``pessimistic/<metric>@K`` (`tie_gaps` pairs them).
+Coverage is the same under both policies (it reads `topk`'s lists, not the targets' positions). A
+target whose score is ``-inf`` ties with the excluded items in the whole-matrix path and is a miss
+in the chunked one, under both policies (targets are never excluded by `exclude_seen`).
 
 Reported values are weighted means over users (``sum(weight * value) / sum(weight)``). Rows
 without a target count as weight 0. All states are float64 sums (``dist_reduce_fx="sum"``), so
