@@ -30,7 +30,7 @@ from torch import Tensor
 
 from lit_recs.data.datamodules import global_seed
 from lit_recs.data.sampling import EvalShardSampler
-from lit_recs.metrics import exclude_seen
+from lit_recs.metrics import TIE_GAP_TOLERANCE, exclude_seen, tie_gaps
 from lit_recs.runtime import hold_freed_memory, release_free_heap
 
 
@@ -119,6 +119,37 @@ class StillImproving(Callback):
                 logging.getLogger(__name__).warning(self.warning)
 
 
+def ties_summary(module: LightningModule | None, metrics: dict[str, float]
+                 ) -> dict[str, Any] | None:
+    """results.json's `ties`: the model's tie policy and, under `expected`, the metrics where it
+    matters (`tie_gaps`); None for a module without a tie policy."""
+    policy = getattr(module, "ties", None)
+    if policy is None:
+        return None
+    if policy != "expected":
+        return {"policy": policy}
+    return {"policy": policy, "tolerance": TIE_GAP_TOLERANCE, "gaps": tie_gaps(metrics)}
+
+
+def report_tie_gaps(module: LightningModule | None, metrics: dict[str, Any]) -> None:
+    """Console lines, under the expected tie policy: each metric whose expected and pessimistic
+    values differ by more than the tolerance, or one line saying that none does."""
+    if getattr(module, "ties", None) != "expected":
+        return
+    gaps = tie_gaps(metrics)
+    log = logging.getLogger("lit_recs")
+    if not gaps:
+        log.info("ties: expected and pessimistic metrics agree within %g", TIE_GAP_TOLERANCE)
+        return
+    width = max(len(key) for key in gaps)
+    lines = [f"  {key:<{width}}  expected {gap['expected']:.4f}  pessimistic "
+             f"{gap['pessimistic']:.4f}  tie_gap {gap['tie_gap']:+.4f}"
+             for key, gap in gaps.items()]
+    log.info("ties: %d metrics differ by more than %g between random order within ties "
+             "(expected, reported) and ties ranked last (pessimistic):\n%s",
+             len(gaps), TIE_GAP_TOLERANCE, "\n".join(lines))
+
+
 def stopping_limit(trainer: Trainer) -> str:
     """Which of the Trainer's limits ended `fit`, as advice: max_time, max_steps or max_epochs."""
     timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
@@ -146,7 +177,10 @@ class ResultsWriter(Callback):
     split) and StillImproving's. `data_summary` states what the data became (the DataModule's
     `data_summary`: sizes before and after each preprocessing step and why rows went, density,
     events per user, the split's parts and the users each part lacks; null for a DataModule
-    without one).
+    without one). `ties` names the model's tie policy (`RecModule.ties`); under `expected` it holds
+    `gaps`: each final metric whose expected and pessimistic values (`stage/.../pessimistic/metric@k`
+    in `metrics`) differ by more than `tolerance`, with both values and `tie_gap` = expected -
+    pessimistic (`lit_recs.metrics.tie_gaps`), also printed at the end of each stage.
     """
 
     def __init__(self, config: dict[str, Any] | None = None, filename: str = "results.json"):
@@ -166,6 +200,8 @@ class ResultsWriter(Callback):
             self.metrics[key] = float(value)
         self.status = "completed"
         self.write(trainer)
+        if trainer.is_global_zero:
+            report_tie_gaps(trainer.lightning_module, trainer.callback_metrics)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._begin("fit")
@@ -253,6 +289,7 @@ class ResultsWriter(Callback):
             "warnings": [*getattr(datamodule, "data_warnings", []),
                          *(cb.warning for cb in trainer.callbacks
                            if isinstance(cb, StillImproving) and cb.warning)],
+            "ties": ties_summary(trainer.lightning_module, self.metrics),
             "versions": versions(),
             "threads": {"torch": torch.get_num_threads(),
                         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")},

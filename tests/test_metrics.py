@@ -26,7 +26,11 @@ def ranking_list(score_row, target_row):
 
 
 def reference_user(score_row, target_row, ks):
-    rel = [bool(target_row[j]) for j in ranking_list(score_row, target_row)]
+    return list_metrics([bool(target_row[j]) for j in ranking_list(score_row, target_row)], ks)
+
+
+def list_metrics(rel, ks):
+    """Every metric at every K of one ranked list: rel[p] = whether position p holds a target."""
     n = sum(rel)
     out = {}
     for k in ks:
@@ -54,13 +58,14 @@ def reference_coverage(scores, targets, weights, ks, num_items):
     return {f"coverage@{k}": len(seen[k]) / num_items for k in ks}
 
 
-def reference(scores, targets, weights, ks, num_items=None):
+def reference(scores, targets, weights, ks, num_items=None, user=reference_user):
+    """Weighted means over counted rows of user(score_row, target_row, ks)'s metrics."""
     total, sums = 0.0, {}
     for s, t, w in zip(scores, targets, weights):
         if w == 0 or not t.any():
             continue
         total += w
-        for key, v in reference_user(s, t, ks).items():
+        for key, v in user(s, t, ks).items():
             sums[key] = sums.get(key, 0.0) + w * v
     out = {key: v / total for key, v in sums.items()}
     if num_items is not None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
@@ -72,6 +72,10 @@ class RecModule(LightningModule):
         predict_k: length of the recommendation lists written by `predict`.
         score_cells: with an `item_scorer`, evaluation and predict score at most this many
             (user, item) cells at once (default 2^25: 128 MB of float32 scores per chunk).
+        ties: how every ranking metric breaks score ties (`lit_recs.metrics`): ``pessimistic``
+            (a held-out item ranks after every item scored the same) or ``expected`` (the exact
+            expectation over random orders within ties, logged under the usual names, with the
+            pessimistic values beside them as ``stage/pessimistic/metric@k``).
     """
 
     def __init__(
@@ -84,6 +88,7 @@ class RecModule(LightningModule):
         mask_seen: bool = True,
         predict_k: int = 20,
         score_cells: int = 1 << 25,
+        ties: Literal["pessimistic", "expected"] = "pessimistic",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "loss"])
@@ -92,12 +97,12 @@ class RecModule(LightningModule):
         self.top_k, self.mask_seen, self.predict_k = tuple(top_k), mask_seen, predict_k
         if score_cells < 1:
             raise ValueError(f"score_cells must be positive, got {score_cells}")
-        self.score_cells = score_cells
+        self.score_cells, self.ties = score_cells, ties
         self.metrics = torch.nn.ModuleDict({  # coverage only for full ranking
-            "val": RankingMetrics(self.top_k, num_items or None),  # 0 items: rows-only data
-            "test": RankingMetrics(self.top_k, num_items or None),
-            "val_sampled": RankingMetrics(self.top_k),
-            "test_sampled": RankingMetrics(self.top_k),
+            "val": RankingMetrics(self.top_k, num_items or None, ties),  # 0 items: rows-only data
+            "test": RankingMetrics(self.top_k, num_items or None, ties),
+            "val_sampled": RankingMetrics(self.top_k, ties=ties),
+            "test_sampled": RankingMetrics(self.top_k, ties=ties),
         })
         self._sampled_key: dict[str, str] = {}  # stage -> e.g. sampled99, sampled100pop
         self._pass_cache: dict[str, Any] | None = None  # within an evaluation_pass: precomputed
@@ -222,7 +227,8 @@ class RecModule(LightningModule):
                          ) -> ChunkedRanking:
         """The batch ranked chunk by chunk (`chunk_width` items at a time), seen items excluded
         as in `masked_scores`; `candidates` [B, C]: items whose scores are kept too."""
-        ranking = ChunkedRanking(batch.targets, len(batch), k, candidates)
+        ranking = ChunkedRanking(batch.targets, len(batch), k, candidates,
+                                 count_ties=self.ties == "expected")
         width = self.chunk_width(batch) or self.num_items
         with torch.autocast(batch.users.device.type, enabled=False):  # rank in full precision
             scorer = self.item_scorer(batch)
