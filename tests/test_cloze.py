@@ -57,13 +57,10 @@ def test_masks_are_fresh_each_epoch_and_reproducible() -> None:
     assert any(a.shape != b.shape or (a != b).any() for a, b in zip(first, second))
 
 
-def test_bad_arguments_are_refused() -> None:
+def test_bad_mask_arguments_are_refused() -> None:
+    """The family's own arguments (split, max_len, window_stride): tests/test_sequence_data.py."""
     data = Synthetic(num_users=20, num_items=10, seed=0)
-    with pytest.raises(ValueError, match="split must be 'loo'"):
-        ClozeDataModule(dataset=data, split="random")
     with pytest.raises(ValueError, match="mask_prob"):
         ClozeDataModule(dataset=data, mask_prob=0.0)
-    with pytest.raises(ValueError, match="max_len"):
-        ClozeDataModule(dataset=data, max_len=1)
-    with pytest.raises(ValueError, match="window_stride"):
-        ClozeDataModule(dataset=data, window_stride=0)
+    with pytest.raises(ValueError, match="last_only_prob"):
+        ClozeDataModule(dataset=data, last_only_prob=1.5)

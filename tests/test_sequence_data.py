@@ -119,11 +119,13 @@ def test_next_item_batches_target_every_training_transition_once() -> None:
     assert set(transitions.values()) == {1}
 
 
-def test_bad_arguments_are_refused() -> None:
+@pytest.mark.parametrize("cls", FAMILY)
+def test_bad_arguments_are_refused(cls) -> None:
     data = Synthetic(num_users=20, num_items=10, seed=0)
-    with pytest.raises(ValueError, match="NextItemDataModule evaluates the seq-loo protocol"):
-        NextItemDataModule(dataset=data, split="random")
+    with pytest.raises(ValueError, match=f"{cls.__name__} evaluates the seq-loo protocol: split "
+                                         "must be 'loo'"):
+        cls(dataset=data, split="random")
     with pytest.raises(ValueError, match="max_len"):
-        NextItemDataModule(dataset=data, max_len=1)
+        cls(dataset=data, max_len=1)
     with pytest.raises(ValueError, match="window_stride"):
-        NextItemDataModule(dataset=data, window_stride=0)
+        cls(dataset=data, window_stride=0)
