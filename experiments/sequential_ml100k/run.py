@@ -85,6 +85,22 @@ def instantiate(variant: str):
     return dm, model
 
 
+def validation_curve():
+    """A callback keeping each epoch's validation NDCG@10 and HR@10 (seen items masked)."""
+    import lightning
+
+    class Curve(lightning.Callback):
+        def __init__(self) -> None:
+            self.points: list[tuple[float, float]] = []
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            m = trainer.callback_metrics
+            if trainer.state.fn == "fit" and "val/ndcg@10" in m:
+                self.points.append((float(m["val/ndcg@10"]), float(m["val/hr@10"])))
+
+    return Curve()
+
+
 def run_one(variant: str, seed: int, threads: int, out: Path, max_epochs: int = 400) -> None:
     """One fit + two tests in this process; writes out/<variant>-s<seed>.json."""
     import lightning
@@ -100,13 +116,13 @@ def run_one(variant: str, seed: int, threads: int, out: Path, max_epochs: int = 
     torch.set_num_threads(threads)
     lightning.seed_everything(seed, verbose=False)
     dm, model = instantiate(variant)
-    clock, cpu = EpochClock(), EpochClock(time.process_time)
+    clock, cpu, curve = EpochClock(), EpochClock(time.process_time), validation_curve()
     ckpt_dir = out / f"{variant}-s{seed}-ckpt"
     ckpt = ModelCheckpoint(monitor="val/ndcg@10", mode="max", save_top_k=1, dirpath=ckpt_dir)
     trainer = lightning.Trainer(
         max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
         enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0,
-        callbacks=[clock, cpu, ckpt, HeapPolicy(),
+        callbacks=[clock, cpu, curve, ckpt, HeapPolicy(),
                    EarlyStopping(monitor="val/ndcg@10", mode="max", patience=20)])
     t0 = time.perf_counter()
     trainer.fit(model, datamodule=dm)
@@ -122,6 +138,7 @@ def run_one(variant: str, seed: int, threads: int, out: Path, max_epochs: int = 
         "to_tested_s": float(sum(clock.epoch_s[: best_epoch + 1])), "fit_s": fit_s,
         "cpu_epoch_s": float(np.mean(cpu.epoch_s)),
         "cpu_to_tested_s": float(sum(cpu.epoch_s[: best_epoch + 1])),
+        "cpu_epochs_s": cpu.epoch_s, "val_ndcg10_hr10": curve.points,
         "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
         "best_val_ndcg10": float(ckpt.best_model_score),
         "masked": {k: float(v) for k, v in masked.items()},
