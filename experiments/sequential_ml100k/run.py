@@ -189,7 +189,43 @@ def summarize(out: Path, variants: list[str]) -> None:
     print(f"| {REFERENCE['what']} | | - | - | {REFERENCE['unmasked NDCG@10']} | "
           f"{REFERENCE['unmasked HR@10']} | 5 | - | - | {REFERENCE['to tested epoch s']:.0f} "
           f"(369 s / epoch) | {REFERENCE['peak GB']} |")
+    time_to_bert4rec(runs)
     chart(runs, HERE / "sequential_ml100k.png")
+
+
+def first_reach(run: dict, level: float) -> tuple[float, int] | None:
+    """(CPU seconds, epoch) when the run's validation NDCG@10 first reached `level`; None if never
+    (or the run kept no curve)."""
+    curve, seconds = run.get("val_ndcg10_hr10"), run.get("cpu_epochs_s")
+    if not curve or not seconds:
+        return None
+    spent = np.cumsum(seconds)
+    for epoch, (ndcg, _) in enumerate(curve):
+        if ndcg >= level:
+            return float(spent[epoch]), epoch + 1
+    return None
+
+
+def time_to_bert4rec(runs: dict[str, list[dict]]) -> None:
+    """Per seed: CPU seconds until each variant's validation NDCG@10 (seen items masked) first
+    reaches the best that BERT4Rec reached with the same seed."""
+    bert = {r["seed"]: r for r in runs.get("bert4rec", [])}
+    if not bert:
+        return
+    print()
+    print("| variant | " + " | ".join(f"seed {s}: BERT4Rec's best {r['best_val_ndcg10']:.4f}"
+                                       for s, r in sorted(bert.items())) + " |")
+    print("|---|" + "---|" * len(bert))
+    for v, rs in runs.items():
+        by_seed = {r["seed"]: r for r in rs}
+        cells = []
+        for s, b in sorted(bert.items()):
+            if s not in by_seed or "val_ndcg10_hr10" not in by_seed[s]:
+                cells.append("-")  # not run, or run before the curve was kept
+                continue
+            hit = first_reach(by_seed[s], b["best_val_ndcg10"])
+            cells.append("never" if hit is None else f"{hit[0]:.0f} s (epoch {hit[1]})")
+        print(f"| {v} | " + " | ".join(cells) + " |")
 
 
 def chart(runs: dict[str, list[dict]], path: Path) -> None:
