@@ -7,8 +7,8 @@ Three families, by what they read:
 - `InBatchSoftmax`: the [B, C] logits of a batch of positive pairs against every candidate in it
   (two-tower retrieval; `in_batch_softmax` is its function);
 - `CatalogueLoss`: `loss(query [M, D], table [I, D], bias [I], labels [M]) -> scalar`, a softmax
-  over the item catalogue scored as query @ table.T + bias: `full_ce`, `SampledCE` (sequence
-  models).
+  or binary objective over the item catalogue scored as query @ table.T + bias: `full_ce`,
+  `SampledCE`, `SampledBCE`, `GBCE` (sequence models).
 
 A config names a function by import path (`loss: lit_recs.losses.bce`) or a loss class with its
 arguments (`loss: {class_path: lit_recs.losses.Hinge, init_args: {margin: 0.5}}`). The aliases
@@ -151,3 +151,74 @@ class SampledCE:
         neg = neg.masked_fill(negatives[None, :] == labels[:, None], float("-inf"))
         logits = torch.cat([pos, neg], dim=1)  # [M, 1 + K]
         return F.cross_entropy(logits, torch.zeros_like(labels))
+
+
+def other_items(labels: Tensor, k: int, num_items: int) -> Tensor:
+    """k items per row drawn uniformly (with replacement) from the num_items - 1 items other than
+    the row's label: labels [M] -> [M, K]."""
+    shift = torch.randint(1, num_items, (len(labels), k), device=labels.device)  # [M, K] in 1..I-1
+    return (labels[:, None] + shift) % num_items
+
+
+def catalogue_logits(query: Tensor, table: Tensor, bias: Tensor, items: Tensor) -> Tensor:
+    """query [M, D] scored against its own items [M, K]: logits [M, K]. Through the full [M, I]
+    product when that is no larger than gathering [M, K, D] item vectors (K * D >= I)."""
+    if items.shape[1] * query.shape[1] >= len(table):
+        return torch.addmm(bias, query, table.T).gather(1, items)  # [M, I] -> [M, K]
+    return torch.bmm(table[items], query[:, :, None])[..., 0] + bias[items]  # [M, K, D] -> [M, K]
+
+
+class SampledBCE:
+    """Binary cross-entropy of each position's target against `num_negatives` items drawn
+    uniformly per position from the other I - 1 items (SASRec's loss with 1 negative, Kang &
+    McAuley 2018):
+
+        loss = mean over positions of  -beta log sigma(s_pos) - sum_k log(1 - sigma(s_k))
+
+    with beta = 1 here (`GBCE` sets it). Summed over the negatives as SASRec and `bce` do.
+    """
+
+    def __init__(self, num_negatives: int = 1) -> None:
+        if num_negatives < 1:
+            raise ValueError(f"{type(self).__name__}: num_negatives must be >= 1, got "
+                             f"{num_negatives}")
+        self.num_negatives = num_negatives
+
+    def beta(self, num_items: int) -> float:
+        """The positive term's weight: 1 (plain binary cross-entropy)."""
+        return 1.0
+
+    def __call__(self, query: Tensor, table: Tensor, bias: Tensor, labels: Tensor) -> Tensor:
+        num_items = len(table)
+        if self.num_negatives > num_items - 1:
+            raise ValueError(f"{type(self).__name__}: num_negatives={self.num_negatives} exceeds "
+                             f"the {num_items - 1} items other than a target")
+        negatives = other_items(labels, self.num_negatives, num_items)  # [M, K]
+        pos = (query * table[labels]).sum(-1) + bias[labels]  # [M]
+        neg = catalogue_logits(query, table, bias, negatives)  # [M, K]
+        beta = self.beta(num_items)
+        return (beta * F.softplus(-pos) + F.softplus(neg).sum(1)).mean()
+
+
+class GBCE(SampledBCE):
+    """gBCE (Petrov & Macdonald, "gSASRec: Reducing Overconfidence in Sequential Recommendation
+    Trained with Negative Sampling", RecSys 2023): `SampledBCE` with the positive's probability
+    raised to beta, sigma(s_pos)^beta, which undoes the overconfidence that sampling negatives
+    causes:
+
+        alpha = K / (I - 1)  (the sampling rate),   beta = alpha (t (1 - 1/alpha) + 1/alpha)
+
+    t = 0 is plain BCE (beta = 1), t = 1 the fully calibrated beta = alpha. The paper's defaults:
+    256 negatives, t = 0.75. Its code averages over the K + 1 logits; summed here over the
+    negatives, a constant factor that Adam's steps do not see.
+    """
+
+    def __init__(self, num_negatives: int = 256, t: float = 0.75) -> None:
+        super().__init__(num_negatives)
+        if not 0.0 <= t <= 1.0:
+            raise ValueError(f"GBCE: t must be in [0, 1], got {t}")
+        self.t = t
+
+    def beta(self, num_items: int) -> float:
+        alpha = self.num_negatives / (num_items - 1)
+        return alpha * (self.t * (1 - 1 / alpha) + 1 / alpha)

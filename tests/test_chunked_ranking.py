@@ -85,7 +85,8 @@ def test_chunks_must_cover_every_target() -> None:
 MODELS = {  # model config -> data config
     "mf": "ml-100k-loo", "ials": "ml-100k-loo", "neumf": "ml-100k-loo", "popularity": "ml-100k-loo",
     "ease": "ml-100k-loo", "slim": "ml-100k-loo", "itemknn": "ml-100k-loo",
-    "bert4rec": "ml-100k-seq", "two_tower": "ml-100k-two-tower", "fm": "ml-100k-fm-topn",
+    "bert4rec": "ml-100k-seq", "sasrec": "ml-100k-seq-next", "two_tower": "ml-100k-two-tower",
+    "fm": "ml-100k-fm-topn",
 }
 
 

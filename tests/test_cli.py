@@ -207,6 +207,8 @@ ROW_DATA = {"ml-100k-rows.yaml"}  # batches of user rows (RowBatch)
 ROW_MODELS = {"slim_gradient.yaml"}  # models that train on them
 SEQ_DATA = {"ml-100k-seq.yaml"}  # Cloze batches of sequences (ClozeBatch)
 SEQ_MODELS = {"bert4rec.yaml"}  # models that train on them
+NEXT_DATA = {"ml-100k-seq-next.yaml"}  # next-item batches of sequences (NextItemBatch)
+NEXT_MODELS = {"sasrec.yaml"}  # models that train on them
 FROM_SPLIT = {"popularity.yaml", "ease.yaml", "itemknn.yaml", "slim.yaml",  # fitted from the split
                "ials.yaml"}
 FEATURE_DATA = {"ml-100k-ctr.yaml": "ctr.yaml", "ml-100k-rating.yaml": "rating.yaml",
@@ -223,8 +225,9 @@ def _compatible(data: str, model: str) -> bool:
     if data in FEATURE_DATA or model in FEATURE_MODELS:
         return data in FEATURE_DATA and model in FEATURE_MODELS
     if model in FROM_SPLIT:
-        return data not in SEQ_DATA or model == "popularity.yaml"  # one closed-form smoke run there
-    return (data in ROW_DATA) == (model in ROW_MODELS) and (data in SEQ_DATA) == (model in SEQ_MODELS)
+        return data not in SEQ_DATA | NEXT_DATA or model == "popularity.yaml"  # one closed-form run
+    return ((data in ROW_DATA) == (model in ROW_MODELS) and (data in SEQ_DATA) == (model in SEQ_MODELS)
+            and (data in NEXT_DATA) == (model in NEXT_MODELS))
 
 
 CONFIG_PAIRS = [

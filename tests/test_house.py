@@ -87,7 +87,7 @@ def build(cls: type[RecModule]) -> RecModule:
     return cls(**sizes)
 
 
-TRAINED = ["MF", "NeuMF", "FM", "FFM", "TwoTower", "BERT4Rec", "SLIMGradient", "IALS"]
+TRAINED = ["MF", "NeuMF", "FM", "FFM", "TwoTower", "BERT4Rec", "SASRec", "SLIMGradient", "IALS"]
 
 
 @pytest.mark.parametrize("name", TRAINED)

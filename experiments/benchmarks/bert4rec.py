@@ -1,7 +1,8 @@
-"""BERT4Rec on ML-100K (seq-loo): time per epoch, time to the final best validation NDCG@10, peak
-memory and test metrics, with the reference system's sizes and seen-item masking off.
+"""BERT4Rec (or SASRec) on ML-100K (seq-loo): time per epoch, time to the final best validation
+NDCG@10, peak memory and test metrics, with the reference system's sizes and seen-item masking off.
 
     LIT_RECS_DATA=../shared/datasets python experiments/benchmarks/bert4rec.py [--seed 42]
+        [--model bert4rec|sasrec]
         [--max-epochs 400 --patience 20] [--mask-seen] [--device cpu|cuda] [--precision 32|bf16-mixed]
         [--mask-prob 0.2 [--mask-replace] --last-only 0.0 --stride 50]
         [--dim 64 --heads 2 --dropout 0.1 --batch-size 128]
@@ -18,6 +19,9 @@ checkpoint is tested (the best validation NDCG@10), the whole fit, tokens per se
 input tokens of the training batches), peak RSS, and the test metrics of the best checkpoint.
 `--synthetic-items N` trains on a synthetic catalogue of N items instead (with `--sampled K`: the
 sampled softmax with K negatives), e.g. to measure tokens/s at 100k items on a GPU.
+`--model sasrec` trains SASRec on next-item batches instead (windows of 50 items, stride 49 unless
+`--stride` says otherwise; mask options do not apply), e.g. an epoch at 100k items with
+`--synthetic-items 100000 --sampled 1000 --max-epochs 1`.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ from lit_recs.callbacks import HeapPolicy
 from lit_recs.checkpoints import load_checkpoint
 from lit_recs.data.cloze import ClozeDataModule
 from lit_recs.data.datasets import Synthetic
-from lit_recs.models import BERT4Rec
+from lit_recs.data.sequential import NextItemDataModule
+from lit_recs.models import BERT4Rec, SASRec
 
 
 class Clock(EpochClock):
@@ -85,6 +90,7 @@ def linear_decay(epochs: int):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--model", choices=("bert4rec", "sasrec"), default="bert4rec")
     ap.add_argument("--max-epochs", type=int, default=400)
     ap.add_argument("--patience", type=int, default=20)
     ap.add_argument("--mask-seen", action="store_true", help="mask seen items (off: as the reference)")
@@ -96,10 +102,11 @@ def main() -> None:
     ap.add_argument("--mask-prob", type=float, default=0.2)
     ap.add_argument("--mask-replace", action="store_true", help="BERT's 80/10/10 rule")
     ap.add_argument("--last-only", type=float, default=0.0, help="share of last-item-only masks")
-    ap.add_argument("--stride", type=int, default=50, help="sliding-window stride (0: last L only)")
+    ap.add_argument("--stride", type=int, default=None,
+                    help="sliding-window stride (0: last L only; default 50, SASRec 49)")
     ap.add_argument("--dim", type=int, default=64, help="hidden size (the reference's: 64)")
     ap.add_argument("--heads", type=int, default=2, help="attention heads (the reference's: 2)")
-    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--dropout", type=float, default=None, help="default 0.1, SASRec 0.2")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--weight-decay", type=float, default=0.0, help="> 0: AdamW with this decay")
@@ -122,17 +129,24 @@ def main() -> None:
         name = f"synthetic {args.synthetic_users} users x {args.synthetic_items} items"
     else:
         data, name = "ml-100k", "ml-100k"
-    dm = ClozeDataModule(dataset=data, max_len=50, mask_prob=args.mask_prob,
-                         mask_replace=args.mask_replace,
-                         last_only_prob=args.last_only, window_stride=args.stride or None,
-                         batch_size=args.batch_size, sampled_negatives=0)
-    model = BERT4Rec(dm.num_users, dm.num_items, max_len=dm.max_len, dim=args.dim, layers=2,
-                     heads=args.heads, dropout=args.dropout,
-                     loss=losses.SampledCE(args.sampled) if args.sampled else losses.full_ce,
-                     mask_seen=args.mask_seen,
-                     optimizer=lambda p: optimizer(p, args.lr, args.weight_decay),
-                     lr_scheduler=plateau(args.plateau, args.plateau_patience)
-                     or linear_decay(args.decay))
+    if args.stride is None:
+        args.stride = 49 if args.model == "sasrec" else 50
+    if args.dropout is None:  # the configs' (conf/model/bert4rec.yaml, sasrec.yaml)
+        args.dropout = 0.2 if args.model == "sasrec" else 0.1
+    loss = losses.SampledCE(args.sampled) if args.sampled else losses.full_ce
+    common = dict(window_stride=args.stride or None, batch_size=args.batch_size,
+                  sampled_negatives=0)
+    if args.model == "sasrec":
+        dm = NextItemDataModule(dataset=data, max_len=50, **common)
+    else:
+        dm = ClozeDataModule(dataset=data, max_len=50, mask_prob=args.mask_prob,
+                             mask_replace=args.mask_replace, last_only_prob=args.last_only,
+                             **common)
+    model = (SASRec if args.model == "sasrec" else BERT4Rec)(
+        dm.num_users, dm.num_items, max_len=dm.max_len, dim=args.dim, layers=2, heads=args.heads,
+        dropout=args.dropout, loss=loss, mask_seen=args.mask_seen,
+        optimizer=lambda p: optimizer(p, args.lr, args.weight_decay),
+        lr_scheduler=plateau(args.plateau, args.plateau_patience) or linear_decay(args.decay))
     clock = Clock()
     ckpt = ModelCheckpoint(monitor="val/ndcg@10", mode="max", save_top_k=1,
                            dirpath=f"/tmp/lit_recs_bench_bert4rec_{os.getpid()}")
@@ -150,7 +164,8 @@ def main() -> None:
     test = trainer.test(model, datamodule=dm, ckpt_path=ckpt.best_model_path, verbose=False)[0]
     epochs = len(clock.epoch_s)
     mean_epoch = sum(clock.epoch_s) / epochs
-    print(f"{name}, seq-loo, seen items {'masked' if args.mask_seen else 'not masked'}, seed "
+    seen = "masked" if args.mask_seen else "not masked"
+    print(f"{args.model}, {name}, seq-loo, seen items {seen}, seed "
           f"{args.seed}: {dm.num_users} users, {dm.num_items} items, {len(dm.train)} training "
           f"interactions; dim {args.dim}, heads {args.heads}, mask_prob {args.mask_prob}, "
           f"last-only share {args.last_only}, window "

@@ -62,11 +62,12 @@ class RowBatch:
 
 
 @dataclass
-class ClozeBatch:
-    """Masked-item (Cloze) training sequences, right-aligned (padding on the left).
+class SequenceBatch:
+    """Training sequences, right-aligned (padding on the left), with the item to predict at some
+    positions: what a sequence model's loss reads (`lit_recs.models.sequential`).
 
     Tokens as `lit_recs.data.tokens` defines them (0 = padding, item + 1, [mask] last). `labels`
-    holds the original item index at every masked position and -1 elsewhere.
+    holds the item index a model predicts at each position and -1 where there is no loss.
     """
 
     users: Tensor  # [B] long
@@ -75,6 +76,19 @@ class ClozeBatch:
 
     def __len__(self) -> int:
         return len(self.users)
+
+
+@dataclass
+class ClozeBatch(SequenceBatch):
+    """Masked-item (Cloze) training sequences (BERT4Rec): `labels` holds the original item index at
+    every masked position ([mask], or under BERT's rule a random or unchanged item) and -1
+    elsewhere."""
+
+
+@dataclass
+class NextItemBatch(SequenceBatch):
+    """Next-item training sequences (SASRec): a window's items but its last as `tokens` [B, L - 1],
+    and at each position the item that follows it as `labels` (-1 on padding)."""
 
 
 @dataclass

@@ -11,12 +11,14 @@ from lit_recs.models.itemknn import ItemKNN
 from lit_recs.models.mf import MF, MFNet
 from lit_recs.models.neumf import NeuMF, NeuMFNet
 from lit_recs.models.popularity import Popularity
+from lit_recs.models.sasrec import SASRec, SASRecNet
+from lit_recs.models.sequential import SequenceModule
 from lit_recs.models.slim import SLIM, SLIMGradient
 from lit_recs.models.two_tower import TowerConfig, TwoTower
 from lit_recs.nn.two_tower import TwoTowerNet
 
 __all__ = [
     "BERT4Rec", "BERT4RecNet", "EASE", "FFM", "FM", "ClosedFormModule", "FeatureModule", "IALS",
-    "IALSNet", "ItemKNN", "NeuMF", "NeuMFNet", "MF", "MFNet", "Popularity", "RecModule", "SLIM",
-    "SLIMGradient", "TowerConfig", "TwoTower", "TwoTowerNet",
+    "IALSNet", "ItemKNN", "NeuMF", "NeuMFNet", "MF", "MFNet", "Popularity", "RecModule", "SASRec",
+    "SASRecNet", "SequenceModule", "SLIM", "SLIMGradient", "TowerConfig", "TwoTower", "TwoTowerNet",
 ]

@@ -10,7 +10,9 @@ The maths is `BERT4RecNet`, a plain torch module (`model.net`); tokens follow
 positions: `full_ce`, cross-entropy over the full catalogue (the default), or `SampledCE`, over the
 target and `num_sampled` items drawn uniformly and shared by the batch (for catalogues too large for
 a full softmax; accidental hits are masked and the logits corrected by log Q). At evaluation the
-model reads the user's history followed by [mask] and scores every item at that position.
+model reads the user's history followed by [mask] and scores every item at that position. What it
+shares with SASRec (the loss at labelled positions, evaluation, the tied head) is
+`lit_recs.models.sequential.SequenceModule` and `lit_recs.nn.transformer.TiedSequenceNet`.
 
 Deviations from the paper: none in the architecture; the paper's training data duplication (dupe
 factor) is replaced by fresh masks every epoch, and long histories are used whole through sliding
@@ -26,13 +28,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_recs import losses
-from lit_recs.data.batches import ClozeBatch, EvalBatch
-from lit_recs.data.tokens import item_tokens, vocabulary_size
-from lit_recs.models.base import ItemScorer, RecModule
-from lit_recs.nn.transformer import SequenceEncoder
+from lit_recs.data.batches import ClozeBatch
+from lit_recs.data.tokens import vocabulary_size
+from lit_recs.models.sequential import SequenceModule
+from lit_recs.nn.transformer import TiedSequenceNet
 
 
-class BERT4RecNet(nn.Module):
+class BERT4RecNet(TiedSequenceNet):
     """The bidirectional encoder and the output head tied to the items' input embeddings.
 
     Tokens [B, L] (`lit_recs.data.tokens`) -> `encode` -> hidden [B, L, D]; a position's logits over
@@ -42,31 +44,20 @@ class BERT4RecNet(nn.Module):
     def __init__(self, num_items: int, max_len: int = 50, dim: int = 64, layers: int = 2,
                  heads: int = 2, dropout: float = 0.1, positions: str = "learned",
                  ff_dim: int | None = None) -> None:
-        super().__init__()
-        self.num_items, self.max_len = num_items, max_len
-        self.encoder = SequenceEncoder(vocabulary_size(num_items), max_len, dim, layers, heads,
-                                       dropout, positions, ff_dim)
+        super().__init__(num_items, vocabulary_size(num_items), max_len, dim, layers, heads,
+                         dropout, positions, ff_dim, causal=False)
         self.transform = nn.Linear(dim, dim)  # W_P, b_P
         self.out_bias = nn.Parameter(torch.zeros(num_items))  # b_O
-
-    def encode(self, tokens: Tensor) -> Tensor:
-        """tokens [B, L <= max_len] -> hidden states [B, L, D]."""
-        return self.encoder(tokens)
 
     def head_input(self, hidden: Tensor) -> Tensor:
         """hidden [..., D] -> GELU(h W_P + b_P) [..., D], the query of the item softmax."""
         return F.gelu(self.transform(hidden))
 
-    def item_table(self) -> Tensor:
-        """The items' input token embeddings [I, D] (E, tied to the input)."""
-        return self.encoder.tokens.weight[item_tokens(0) : item_tokens(self.num_items)]
-
-    def logits(self, hidden: Tensor, items: slice = slice(None)) -> Tensor:
-        """hidden [M, D] -> logits over every item [M, I] (or the slice `items`, [M, n])."""
-        return self.head_input(hidden) @ self.item_table()[items].T + self.out_bias[items]
+    def item_bias(self) -> Tensor:
+        return self.out_bias  # [I]
 
 
-class BERT4Rec(RecModule):
+class BERT4Rec(SequenceModule):
     """Args:
         max_len: the longest sequence the position table covers (the CLI links it from the
             DataModule's max_len; in Python it must be >= the DataModule's).
@@ -77,35 +68,12 @@ class BERT4Rec(RecModule):
             `lit_recs.losses.SampledCE(num_sampled)` (sampled softmax).
     """
 
+    batch_type = ClozeBatch
+    data_hint = "lit_recs.data.cloze.ClozeDataModule"
+
     def __init__(self, num_users: int, num_items: int, max_len: int = 50, dim: int = 64,
                  layers: int = 2, heads: int = 2, dropout: float = 0.1, ff_dim: int | None = None,
                  positions: str = "learned", loss: losses.CatalogueLoss = losses.full_ce,
                  **kwargs: Any) -> None:
-        super().__init__(num_users, num_items, **kwargs)
-        if not callable(loss):
-            raise ValueError(f"loss must be a callable (query, table, bias, labels) -> scalar, "
-                             f"e.g. lit_recs.losses.full_ce or lit_recs.losses.SampledCE, got "
-                             f"{loss!r}")
-        self.max_len, self.loss = max_len, loss
+        super().__init__(num_users, num_items, max_len, loss, **kwargs)
         self.net = BERT4RecNet(num_items, max_len, dim, layers, heads, dropout, positions, ff_dim)
-
-    def encode(self, tokens: Tensor) -> Tensor:
-        """tokens [B, L] -> hidden [B, L, D], refusing sequences longer than the position table."""
-        if tokens.shape[1] > self.max_len:
-            raise ValueError(f"sequences of length {tokens.shape[1]} exceed BERT4Rec's max_len "
-                             f"{self.max_len}: set model max_len >= the DataModule's max_len")
-        return self.net.encode(tokens)  # [B, L, D]
-
-    def compute_loss(self, batch: ClozeBatch) -> Tensor:
-        hidden = self.encode(batch.tokens)  # [B, L, D]
-        at = batch.labels >= 0  # [B, L] masked positions
-        net = self.net
-        return self.loss(net.head_input(hidden[at]), net.item_table(), net.out_bias,
-                         batch.labels[at])  # [M, D], [I, D], [I], [M]
-
-    def item_scorer(self, batch: EvalBatch) -> ItemScorer:
-        if batch.sequences is None:
-            raise ValueError("BERT4Rec needs sequences in its evaluation batches: train and "
-                             "evaluate it with lit_recs.data.cloze.ClozeDataModule")
-        hidden = self.encode(batch.sequences)[:, -1]  # [B, D] at the trailing [mask]
-        return lambda items: self.net.logits(hidden, items)  # [B, n]

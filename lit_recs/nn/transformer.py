@@ -1,4 +1,5 @@
-"""Transformer encoder blocks for sequence recommenders (BERT4Rec; SASRec can reuse them).
+"""Transformer encoder blocks for sequence recommenders (BERT4Rec, SASRec), and `TiedSequenceNet`,
+their common net: an encoder whose outputs score items against the items' input embeddings.
 
 A block is BERT's post-LN layer (Vaswani et al. 2017; Devlin et al. 2019; Sun et al. 2019):
 
@@ -117,3 +118,47 @@ class SequenceEncoder(nn.Module):
         for block in self.blocks:
             x = block(x, keep, causal)
         return x
+
+
+class TiedSequenceNet(nn.Module):
+    """A sequence encoder and an output layer tied to the items' input embeddings: the part of
+    BERT4Rec's and SASRec's nets that is the same.
+
+    Tokens [B, L] (`lit_recs.data.tokens`) -> `encode` -> hidden [B, L, D]; a position's logits
+    over the I items are `head_input(h) @ item_table().T + item_bias()` (`logits`). Subclasses
+    choose the head's query (`head_input`, default h itself) and bias (`item_bias`, default none).
+
+    Args:
+        num_tokens: embedding rows: padding, the I items and any special tokens after them.
+        causal: attend only to earlier positions (left-to-right models).
+    """
+
+    def __init__(self, num_items: int, num_tokens: int, max_len: int = 50, dim: int = 64,
+                 layers: int = 2, heads: int = 2, dropout: float = 0.1,
+                 positions: str = "learned", ff_dim: int | None = None, causal: bool = False
+                 ) -> None:
+        super().__init__()
+        self.num_items, self.max_len, self.causal = num_items, max_len, causal
+        self.encoder = SequenceEncoder(num_tokens, max_len, dim, layers, heads, dropout,
+                                       positions, ff_dim)
+        self.register_buffer("no_bias", torch.zeros(num_items), persistent=False)
+
+    def encode(self, tokens: Tensor) -> Tensor:
+        """tokens [B, L <= max_len] -> hidden states [B, L, D]."""
+        return self.encoder(tokens, self.causal)
+
+    def head_input(self, hidden: Tensor) -> Tensor:
+        """hidden [..., D] -> the query of the item softmax [..., D] (here h itself)."""
+        return hidden
+
+    def item_table(self) -> Tensor:
+        """The items' input token embeddings [I, D] (tokens 1 .. I: item + 1, tied)."""
+        return self.encoder.tokens.weight[1 : self.num_items + 1]
+
+    def item_bias(self) -> Tensor:
+        """The output bias [I] (here zeros: no bias)."""
+        return self.no_bias
+
+    def logits(self, hidden: Tensor, items: slice = slice(None)) -> Tensor:
+        """hidden [M, D] -> logits over every item [M, I] (or the slice `items`, [M, n])."""
+        return self.head_input(hidden) @ self.item_table()[items].T + self.item_bias()[items]
