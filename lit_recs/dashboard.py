@@ -128,8 +128,11 @@ class WandbDashboard(Callback):
         logger = wandb_logger(trainer)
         if logger is None:
             return
-        if completed and subcommand == "predict" and trainer.world_size > 1:
-            trainer.strategy.barrier("WandbDashboard")  # every process has written its file
+        log_dir = None
+        if completed:  # collectives under DDP: every process takes part, in this order
+            log_dir = trainer.log_dir  # where config.yaml is (broadcast from the first process)
+            if subcommand == "predict" and trainer.world_size > 1:
+                trainer.strategy.barrier("WandbDashboard")  # every process has written its file
         if not trainer.is_global_zero or (not completed and logger._experiment is None):
             return  # a command that failed before W&B started has no run to annotate
         run = logger.experiment
@@ -140,11 +143,13 @@ class WandbDashboard(Callback):
                 summary["error"] = results["error"]
             run.summary.update(summary)
         if completed:
-            self.log_artifacts(run, trainer, logger, subcommand, results)
+            self.log_artifacts(run, trainer, logger, subcommand, results, log_dir)
 
     def log_artifacts(self, run: Any, trainer: Trainer, logger: WandbLogger,
-                      subcommand: str | None, results: dict[str, Any] | None) -> None:
-        """model (fit), results.json, config.yaml, predictions (predict): what exists of them."""
+                      subcommand: str | None, results: dict[str, Any] | None,
+                      log_dir: str | None) -> None:
+        """model (fit), results.json, config.yaml (in `log_dir`), predictions (predict): what
+        exists of them."""
         meta = provenance(trainer, subcommand, results)
         ckpt = trainer.checkpoint_callback
         if subcommand == "fit" and self.log_checkpoint and not logger._log_model and \
@@ -159,8 +164,8 @@ class WandbDashboard(Callback):
             log_files(run, "results", [results_path(trainer)], {**meta,
                                                                "status": results.get("status")})
         saver = _callback(trainer, SaveConfigCallback)
-        if saver is not None and trainer.log_dir is not None:
-            log_files(run, "config", [Path(trainer.log_dir) / saver.config_filename], meta)
+        if saver is not None and log_dir is not None:
+            log_files(run, "config", [Path(log_dir) / saver.config_filename], meta)
         topk = _callback(trainer, TopKWriter)
         if subcommand == "predict" and topk is not None:
             log_files(run, "predictions", prediction_files(trainer, topk.filename), meta)

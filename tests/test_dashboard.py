@@ -269,6 +269,30 @@ def test_an_interrupted_run_says_so_in_its_summary_and_logs_no_artifacts(tmp_pat
     assert artifacts(run_file(run)) == [] and tables(run_file(run)) == {}
 
 
+def test_two_processes_log_one_dashboard_from_the_first(tmp_path: Path, monkeypatch) -> None:
+    """DDP (gloo, CPU): one W&B run with the tables and every artifact (the collectives at the
+    end of the command are taken by both processes; predict waits for both files)."""
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    ddp = ["--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2"]
+    run = tmp_path / "ddp"
+    done = lit_recs("fit", *MF, "--trainer.max_epochs", "1", *ddp,
+                    "--trainer.default_root_dir", str(run))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert results(run)["world_size"] == 2
+    assert set(by_type(run)) == {"model", "results", "config"}
+    assert len(tables(run_file(run))["recommendations"]["data"]) == 200
+    assert summary(run_file(run))["status"] == "completed"
+    out = tmp_path / "ddp-predict"
+    done = lit_recs("predict", "--config", str(run / "config.yaml"),
+                    "--ckpt_path", str(run / "checkpoints" / "best.ckpt"), *ddp,
+                    "--trainer.default_root_dir", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    files = by_type(out)["predictions"]["files"]
+    assert sorted(files) == ["predictions-rank0.parquet", "predictions-rank1.parquet"]
+    for name, entry in files.items():
+        assert entry["digest"] == md5(out / name)
+
+
 def test_options_are_checked_and_the_callback_is_not_configured_twice(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="dashboard.sample_users must be >= 0"):
         WandbDashboard(sample_users=-1)
