@@ -51,6 +51,7 @@ from lit_recs.models.base import RecModule
 
 log = logging.getLogger(__name__)
 
+TABLE_ROWS = 10_000  # wandb.Table.MAX_ROWS: a logged Table is cut to this many rows
 FIRST_METRICS = ("hr", "ndcg", "recall", "mrr")  # the per-K table's first columns, in this order
 _METRIC_AT_K = re.compile(r"^test/(?:(?P<protocol>[^/@]+)/)?(?P<metric>[a-z_]+)@(?P<k>\d+)$")
 
@@ -75,6 +76,10 @@ class WandbDashboard(Callback):
                                  ("history", history, 0)):
             if value < low:
                 raise ValueError(f"dashboard.{name} must be >= {low}, got {value}")
+        if sample_users * top_k > TABLE_ROWS:
+            raise ValueError(f"dashboard.sample_users x dashboard.top_k = {sample_users} x {top_k} "
+                             f"rows: a W&B Table keeps at most {TABLE_ROWS:,} (it truncates the "
+                             "rest); lower one of them")
         self.sample_users, self.top_k, self.history = sample_users, top_k, history
         self.seed, self.log_checkpoint = seed, log_checkpoint
 

@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+import wandb
 import yaml
 from commands import lit_recs
 from wandb_records import artifacts, run_config, summary, tables
@@ -298,6 +299,9 @@ def test_options_are_checked_and_the_callback_is_not_configured_twice(tmp_path: 
         WandbDashboard(sample_users=-1)
     with pytest.raises(ValueError, match="dashboard.top_k must be >= 1"):
         WandbDashboard(top_k=0)
+    assert wandb.Table.MAX_ROWS == 10_000  # the limit the message states
+    with pytest.raises(ValueError, match=r"2000 x 10 rows: a W&B Table keeps at most 10,000"):
+        WandbDashboard(sample_users=2000)
     with pytest.raises(ValueError, match="set its options under `dashboard:`"):
         main(["fit", *POPULARITY, "--trainer.callbacks+=lit_recs.dashboard.WandbDashboard",
               "--trainer.default_root_dir", str(tmp_path / "twice")])
