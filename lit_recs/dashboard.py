@@ -3,8 +3,11 @@ as artifacts and its final results in the run's summary.
 
 `WandbDashboard` is a Callback; the `lit-recs` command adds it to every run under the config key
 `dashboard:` (`--dashboard.sample_users 50`, `--dashboard.log_checkpoint false`). It does
-nothing, and costs nothing (wandb is not even imported), unless the Trainer has a `WandbLogger`;
-under DDP only the first process logs. What it logs:
+nothing (it reads no data and imports no wandb) unless the Trainer has a `WandbLogger`; under DDP
+only the first process logs. With a plain Trainer, add `WandbDashboard()` to its callbacks for
+the tables, and call `end_of_command(trainer, "fit", completed=True)` before `wandb.finish()`
+for the summary and artifacts (the summary reads the results.json of a `ResultsWriter`). What
+it logs:
 
 - at the end of every test (`fit` tests its best checkpoint after training when
   `test_after_fit` is true): the Table `recommendations` (one row per user and rank: for a
@@ -57,7 +60,9 @@ _METRIC_AT_K = re.compile(r"^test/(?:(?P<protocol>[^/@]+)/)?(?P<metric>[a-z_]+)@
 
 
 class WandbDashboard(Callback):
-    """Tables, a chart, artifacts and the summary of a W&B run (module docstring).
+    """W&B dashboard of a run, only with a WandbLogger: the tables `recommendations` and
+    `metrics_by_k` and the chart `ndcg_by_k` after each test; artifacts and the summary when the
+    command ends (lit_recs.dashboard says what each holds).
 
     Args:
         sample_users: test users in the `recommendations` table (0: no table). The same users
