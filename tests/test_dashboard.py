@@ -178,6 +178,23 @@ def test_test_and_predict_in_their_own_folders_leave_the_fitted_run_alone(
         run_file(runs[sub])  # its own W&B run
 
 
+def test_fit_from_a_saved_config_in_another_folder_writes_its_checkpoints_there(
+        runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    fit = runs["fit"]
+    best = fit / "checkpoints" / "best.ckpt"
+    written = best.stat().st_mtime_ns
+    again = tmp_path / "again"
+    done = lit_recs("fit", "--config", str(fit / "config.yaml"),
+                    "--trainer.default_root_dir", str(again))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (again / "checkpoints" / "best.ckpt").is_file()
+    assert best.stat().st_mtime_ns == written
+    assert len(list(fit.glob("wandb/offline-run-*"))) == 1
+    assert by_type(again)["model"]["files"]["best.ckpt"]["digest"] == \
+        md5(again / "checkpoints" / "best.ckpt")
+
+
 # ------------------------------------------------------------------ summary
 @pytest.mark.parametrize("sub", ["fit", "test"])
 def test_summary_holds_results_json_metrics_and_status(runs: dict[str, Path], sub: str) -> None:
