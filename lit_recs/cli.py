@@ -60,6 +60,7 @@ from lit_recs.callbacks import (
 from lit_recs.checkpoints import SafeCheckpointIO, load_checkpoint
 from lit_recs.dashboard import WandbDashboard
 from lit_recs.models.base import RecModule
+from lit_recs.runtime import started_wandb_run
 
 RUN_DIR_ENV = "LIT_RECS_RUN_DIR"
 TRAINER_CKPT_NAMES = ("best", "last", "hpc")  # ckpt_path values the Trainer resolves
@@ -404,8 +405,9 @@ def finish_wandb(cli: LightningCLI, completed: bool = False) -> None:
         log.warning("W&B dashboard: %s: %s", type(error).__name__, error)
     finally:
         for lg in getattr(trainer, "loggers", []) or []:
-            if isinstance(lg, WandbLogger) and lg._experiment is not None:
-                lg._experiment.finish()
+            run = started_wandb_run(lg) if isinstance(lg, WandbLogger) else None
+            if run is not None:
+                run.finish()
 
 
 def quiet_known_warnings() -> None:

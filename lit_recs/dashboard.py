@@ -51,6 +51,7 @@ from lit_recs.data.batches import EvalBatch
 from lit_recs.data.datamodules import RecDataModule
 from lit_recs.data.interactions import Interactions
 from lit_recs.models.base import RecModule
+from lit_recs.runtime import logs_checkpoints, started_wandb_run
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ class WandbDashboard(Callback):
             log_dir = trainer.log_dir  # where config.yaml is (broadcast from the first process)
             if subcommand == "predict" and trainer.world_size > 1:
                 trainer.strategy.barrier("WandbDashboard")  # every process has written its file
-        if not trainer.is_global_zero or (not completed and logger._experiment is None):
+        if not trainer.is_global_zero or (not completed and started_wandb_run(logger) is None):
             return  # a command that failed before W&B started has no run to annotate
         run = logger.experiment
         results = read_results(trainer)
@@ -162,7 +163,7 @@ class WandbDashboard(Callback):
         exists of them."""
         meta = provenance(trainer, subcommand, results)
         ckpt = trainer.checkpoint_callback
-        if subcommand == "fit" and self.log_checkpoint and not logger._log_model and \
+        if subcommand == "fit" and self.log_checkpoint and not logs_checkpoints(logger) and \
                 isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_path:
             score = ckpt.best_model_score
             log_files(run, "model", [Path(ckpt.best_model_path)], {
