@@ -11,7 +11,10 @@ What this adds to LightningCLI:
 - every run gets its own folder (`--trainer.default_root_dir`, default `runs/<model>-<time>`) that
   holds config.yaml, checkpoints/, results.json, the W&B files and predictions;
 - W&B runs offline, without prompting, when no credentials are configured; the run's config gets
-  the resolved CLI config, the dataset fingerprint and the git commit;
+  the resolved CLI config, the dataset fingerprint and the git commit; `WandbDashboard`
+  (`lit_recs.dashboard`, options under `dashboard:`) adds the tables `recommendations` and
+  `metrics_by_k`, the chart `ndcg_by_k`, artifacts (best checkpoint, results.json, config.yaml,
+  predictions) and results.json's metrics and status in the summary;
 - `fit` ends with `validate` and `test` on the best checkpoint when `test_after_fit` is true, so
   the val/* and test/* metrics in results.json describe the same epoch;
 - `negative_distribution: hard` in the data gets the HardNegativeMiner callback (pool of 50)
@@ -55,7 +58,9 @@ from lit_recs.callbacks import (
     git_dirty,
 )
 from lit_recs.checkpoints import SafeCheckpointIO, load_checkpoint
+from lit_recs.dashboard import WandbDashboard
 from lit_recs.models.base import RecModule
+from lit_recs.runtime import started_wandb_run
 
 RUN_DIR_ENV = "LIT_RECS_RUN_DIR"
 TRAINER_CKPT_NAMES = ("best", "last", "hpc")  # ckpt_path values the Trainer resolves
@@ -125,6 +130,18 @@ def check_resume(ckpt_path: str | None, subcommand: str | None, given: str | Non
                     Path(root) / "checkpoints")
 
 
+def saved_run_folders(config_files: Any) -> set[Path]:
+    """The folders of the `--config` files: a run's config.yaml pins its own folder as the W&B
+    `save_dir` and `<folder>/checkpoints` as the checkpoints' `dirpath`; a command that runs in
+    another folder (`test --config run/config.yaml --trainer.default_root_dir other`, or a
+    `fit` from a saved config) moves them there, never writing into the run it read."""
+    return {_resolved(c).parent for c in _as_list(config_files)}
+
+
+def _resolved(path: Any) -> Path:
+    return Path(str(path)).expanduser().resolve()
+
+
 class RecCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("model_class", RecModule)
@@ -156,6 +173,8 @@ class RecCLI(LightningCLI):
                             help="after fit, test the best checkpoint (fit only)")
         parser.add_argument("--torch_num_threads", type=int | None, default=None,
                             help="CPU threads for torch ops (None: torch's default)")
+        # W&B tables, artifacts and summary (only with a WandbLogger): `dashboard.sample_users`
+        parser.add_lightning_class_args(WandbDashboard, "dashboard")
 
     def _parse_ckpt_path(self) -> None:
         """Lightning refills the model's arguments from `--ckpt_path`'s hyperparameters, over the
@@ -202,14 +221,20 @@ class RecCLI(LightningCLI):
         root = run_folder(given, str(config.model.class_path), self.subcommand)
         check_resume(config.get("ckpt_path"), self.subcommand, given, root)
         os.environ[RUN_DIR_ENV] = root
+        saved = saved_run_folders(config.get("config"))
+        # only fit writes checkpoints: evaluating keeps the run's dirpath (as its checkpoints say)
+        moved = {f / "checkpoints" for f in saved} if self.subcommand == "fit" else set()
         for cb in _as_list(trainer.callbacks):
             if _class_name(cb).endswith("ModelCheckpoint"):
-                if not cb.init_args.get("dirpath"):
+                dirpath = cb.init_args.get("dirpath")
+                if not dirpath or _resolved(dirpath) in moved:
                     cb.init_args["dirpath"] = str(Path(root) / "checkpoints")
                 if cb.init_args.get("save_last") is None:  # last.ckpt: what `--ckpt_path last` resumes
                     cb.init_args["save_last"] = True
         for lg in _as_list(trainer.logger):
-            derived = lg.init_args.get("save_dir") in (None, "", ".", trainer.default_root_dir)
+            save_dir = lg.init_args.get("save_dir")
+            derived = save_dir in (None, "", ".", trainer.default_root_dir) or \
+                _resolved(save_dir) in saved
             if _class_name(lg).endswith("WandbLogger") and derived:
                 lg.init_args["save_dir"] = root
         trainer.default_root_dir = root
@@ -226,6 +251,10 @@ class RecCLI(LightningCLI):
             raise ValueError(f"--ckpt_path with strategy {type(trainer.strategy).__name__}: it "
                              "reads checkpoints with its own loader (FSDP's and DeepSpeed's "
                              "unpickle), not lit_recs' weights-only one; use strategy auto or ddp")
+        if sum(isinstance(cb, WandbDashboard) for cb in trainer.callbacks) > 1:
+            raise ValueError("trainer.callbacks holds a WandbDashboard: the command adds one, set "
+                             "its options under `dashboard:` (e.g. --dashboard.sample_users 50) "
+                             "and remove it from trainer.callbacks")
         trainer.callbacks.append(ResultsWriter(config=self._config_dict()))
         ckpt = trainer.checkpoint_callback
         monitor = ckpt.monitor if isinstance(ckpt, ModelCheckpoint) else None
@@ -274,6 +303,9 @@ class RecCLI(LightningCLI):
     def before_test(self) -> None:
         self._log_run_info()
 
+    def before_predict(self) -> None:
+        self._log_run_info()
+
     # ---------------------------------------------------------------- how the command ends
     def _run_subcommand(self, subcommand: str) -> None:
         """Runs the subcommand in its run folder and reports how it ended.
@@ -292,15 +324,15 @@ class RecCLI(LightningCLI):
         except SystemExit as exit_:
             if not isinstance(exit_, SIGTERMException) and not self.trainer.interrupted:
                 raise
-            finish_wandb(self)
+            finish_wandb(self, completed=False)
             code = 128 + (signal.SIGTERM if isinstance(exit_, SIGTERMException) else signal.SIGINT)
             self._report_interrupted(root)
             raise SystemExit(code) from None
         except BaseException:
-            finish_wandb(self)
+            finish_wandb(self, completed=False)
             self._remove_unfinished(root)
             raise
-        finish_wandb(self)
+        finish_wandb(self, completed=True)
         self._report_written(root, started)
 
     def _report_interrupted(self, root: Path) -> None:
@@ -357,12 +389,25 @@ def _class_name(value: Any) -> str:
     return str(getattr(value, "class_path", "") or "")
 
 
-def finish_wandb(cli: LightningCLI) -> None:
-    """Close W&B runs so their files (summary, history) are complete when the command returns."""
+def finish_wandb(cli: LightningCLI, completed: bool = False) -> None:
+    """Close W&B runs so their files (summary, history) are complete when the command returns;
+    before that, the WandbDashboard writes the summary (and, when `completed`, the artifacts).
+    A dashboard error after a failure is logged, not raised over the command's own error."""
     trainer = getattr(cli, "trainer", None)
-    for lg in getattr(trainer, "loggers", []) or []:
-        if isinstance(lg, WandbLogger) and lg._experiment is not None:
-            lg._experiment.finish()
+    dashboard = next((cb for cb in getattr(trainer, "callbacks", []) or []
+                      if isinstance(cb, WandbDashboard)), None)
+    try:
+        if dashboard is not None:
+            dashboard.end_of_command(trainer, cli.subcommand, completed)
+    except Exception as error:
+        if completed:
+            raise
+        log.warning("W&B dashboard: %s: %s", type(error).__name__, error)
+    finally:
+        for lg in getattr(trainer, "loggers", []) or []:
+            run = started_wandb_run(lg) if isinstance(lg, WandbLogger) else None
+            if run is not None:
+                run.finish()
 
 
 def quiet_known_warnings() -> None:

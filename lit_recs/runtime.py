@@ -1,5 +1,6 @@
 """Process-level helpers used around a run, and the only reads of Lightning's private state
-(`writes_logs_now`, `uses_distributed_sampler`): one place to update for a new Lightning."""
+(`writes_logs_now`, `uses_distributed_sampler`, `started_wandb_run`, `logs_checkpoints`): one
+place to update for a new Lightning."""
 
 from __future__ import annotations
 
@@ -69,6 +70,18 @@ def uses_distributed_sampler(trainer: Any) -> bool:
     `use_distributed_sampler` argument, kept only by its private accelerator connector)."""
     connector = getattr(trainer, "_accelerator_connector", None)
     return bool(getattr(connector, "use_distributed_sampler", False))
+
+
+def started_wandb_run(logger: Any) -> Any | None:
+    """The W&B run a WandbLogger has started, None before its first use (its public
+    `experiment` would start one; the run is kept in the private `_experiment`)."""
+    return getattr(logger, "_experiment", None)
+
+
+def logs_checkpoints(logger: Any) -> bool:
+    """Whether a WandbLogger uploads checkpoints itself (its `log_model` argument, kept only as
+    the private `_log_model`)."""
+    return bool(getattr(logger, "_log_model", False))
 
 
 def available_memory() -> int | None:

@@ -61,3 +61,53 @@ def run_config(path: str | Path) -> dict[str, object]:
                 key = item.key or "/".join(item.nested_key)
                 config[key] = json.loads(item.value_json)
     return config
+
+
+def _decoded(items: object) -> dict[str, object]:
+    """{key: value} of protobuf items (key, or nested_key joined by "/"), values decoded."""
+    return {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in items}
+
+
+def summary(path: str | Path) -> dict[str, object]:
+    """The run's final summary: the last value written for each key (summary records)."""
+    values: dict[str, object] = {}
+    for rec in records(path):
+        if rec.WhichOneof("record_type") == "summary":
+            values.update(_decoded(rec.summary.update))
+            for item in rec.summary.remove:
+                values.pop(item.key or "/".join(item.nested_key), None)
+    return values
+
+
+def artifacts(path: str | Path) -> list[dict[str, object]]:
+    """Every artifact the run logged, in order: name, type, aliases, metadata (decoded) and files
+    ({path in the artifact: {digest (base64 MD5), size, local_path}}). Offline, `local_path` is
+    the staged copy that `wandb sync` uploads."""
+    out = []
+    for rec in records(path):
+        if rec.WhichOneof("record_type") == "artifact":
+            art = rec.artifact
+            out.append({
+                "name": art.name, "type": art.type, "aliases": list(art.aliases),
+                "metadata": json.loads(art.metadata) if art.metadata else {},
+                "files": {c.path: {"digest": c.digest, "size": c.size, "local_path": c.local_path}
+                          for c in art.manifest.contents},
+            })
+    return out
+
+
+def tables(path: str | Path) -> dict[str, dict[str, list]]:
+    """Every Table logged to the run's history, by key (the last one of each key): {"columns":
+    [...], "data": [[...], ...]}, read from the file the history record points at (under the
+    run's `files/` folder)."""
+    files: dict[str, str] = {}
+    for rec in records(path):
+        if rec.WhichOneof("record_type") != "history":
+            continue
+        fields = _decoded(rec.history.item)
+        for key, value in fields.items():
+            key_of_table = key.removesuffix("/_type")
+            if value == "table-file" and key != key_of_table:
+                files[key_of_table] = fields[f"{key_of_table}/path"]
+    run_files = Path(path).parent / "files"
+    return {key: json.loads((run_files / name).read_text()) for key, name in files.items()}

@@ -20,6 +20,8 @@ import scipy.sparse as sp
 
 log = logging.getLogger(__name__)
 
+NAME_COLUMNS = ("title", "name")  # item feature columns that name an item (the first one present)
+
 
 @dataclass
 class Interactions:
@@ -173,6 +175,18 @@ class Interactions:
         counts = np.bincount(self.users, minlength=self.num_users)
         indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         return indptr, self.items[order]
+
+    def item_names(self, items: np.ndarray) -> list[str | None] | None:
+        """Display names of the items at indices `items` [n]: the `title` (MovieLens) or `name`
+        column of `item_features` as text, null where an item has no row; None when the data
+        names no item. Reads only those rows (cheap for a 10^6-item catalogue)."""
+        features = self.item_features
+        column = next((c for c in NAME_COLUMNS if features is not None and c in features.columns),
+                      None)
+        if column is None:
+            return None
+        rows = pl.Series(np.asarray(items, dtype=np.int64).reshape(-1))
+        return features[column].gather(rows).cast(pl.String).to_list()
 
     def item_counts(self) -> np.ndarray:
         return np.bincount(self.items, minlength=self.num_items)  # [I]
