@@ -53,6 +53,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
@@ -246,13 +247,13 @@ class Trial:
     def name(self) -> str:
         return self.folder.name
 
-    def args(self, fit_args: list[str], extra: list[str]) -> list[str]:
-        """The trial's `lit-recs fit` arguments; the extra arguments come last and win."""
-        args = [*fit_args, *param_flags(self.params)]
+    def argv(self, fit_args: list[str], extra: list[str], threads: int) -> list[str]:
+        """The trial's command line; the extra arguments come last and win."""
+        args = [lit_recs_command(), "fit", *fit_args, *param_flags(self.params)]
         if self.seed is not None:
             args.append(f"--seed_everything={self.seed}")
-        args += ["--trainer.default_root_dir", str(self.folder),
-                 "--trainer.enable_progress_bar", "false"]
+        args += ["--trainer.default_root_dir", str(self.folder), "--torch_num_threads",
+                 str(threads), "--trainer.enable_progress_bar", "false"]
         return args + extra
 
 
@@ -380,7 +381,7 @@ class Runner:
         self.procs: set[subprocess.Popen] = set()
         self.stopping = False
 
-    def run(self, trials: list[Trial], report: Any) -> None:
+    def run(self, trials: list[Trial], report: Callable[[Trial, dict[str, Any]], None]) -> None:
         """Run every trial; `report(trial, record)` as each ends."""
         with ThreadPoolExecutor(len(self.free)) as pool:
             running: dict[Future, Trial] = {pool.submit(self._one, t): t for t in trials}
@@ -414,8 +415,7 @@ class Runner:
     def _launch(self, trial: Trial, slot: Slot) -> dict[str, Any]:
         shutil.rmtree(trial.folder, ignore_errors=True)  # what an unfinished run left
         trial.folder.mkdir(parents=True)
-        argv = [lit_recs_command(), "fit", *trial.args(self.sweep.fit_args, self.extra),
-                "--torch_num_threads", str(slot.threads)]
+        argv = trial.argv(self.sweep.fit_args, self.extra, slot.threads)
         env = {**os.environ, **slot.env, "WANDB_RUN_GROUP": self.group}
         env.pop("LIT_RECS_RUN_DIR", None)  # a trial is no child of another run
         record = {"point": trial.point, "params": trial.params, "seed": trial.seed,
@@ -483,13 +483,13 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def summary_rows(sweep: Sweep, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per point: mean and sd (n - 1) over its completed seeds; best mean first (points
-    with every seed completed before the others), the best marked."""
+    """One row per point: mean and sd (n - 1) over its completed seeds. Sorted best mean first,
+    points with every seed completed before the others; the first of those is marked best."""
     metrics = [m for m in (sweep.metric, sweep.test_metric) if m]
     points: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         points.setdefault(row["point"], []).append(row)
-    out = []
+    ranked = []
     for point, runs in points.items():
         done = [r for r in runs if r["status"] == "completed" and r[sweep.metric] is not None]
         summary: dict[str, Any] = {"point": point, **{k: runs[0][k] for k in sweep.parameters}}
@@ -501,12 +501,12 @@ def summary_rows(sweep: Sweep, rows: list[dict[str, Any]]) -> list[dict[str, Any
             summary[f"{metric} sd"] = statistics.stdev(values) if len(values) > 1 else None
         summary["wall_s"] = round(sum(r["wall_s"] or 0.0 for r in runs), 2)
         summary["best"] = False
-        out.append(summary)
-    sign = -1.0 if sweep.goal == "maximize" else 1.0
-    key = f"{sweep.metric} mean"
-    out.sort(key=lambda s: (s[key] is None, s["completed"].split("/")[0] !=
-                            s["completed"].split("/")[1], sign * (s[key] or 0.0)))
-    if out and out[0][key] is not None:
+        mean = summary[f"{sweep.metric} mean"]
+        order = -mean if mean is not None and sweep.goal == "maximize" else mean
+        ranked.append(((mean is None, len(done) < len(runs), order or 0.0), summary))
+    ranked.sort(key=lambda pair: pair[0])
+    out = [summary for _, summary in ranked]
+    if out and out[0][f"{sweep.metric} mean"] is not None:
         out[0]["best"] = True
     return out
 
@@ -544,7 +544,8 @@ def chart(sweep: Sweep, summary: list[dict[str, Any]], path: Path) -> str:
     for ax, key in zip(axes[0], swept):
         _panel(ax, sweep, rows, key)
     axes[0][0].set_ylabel(f"{sweep.metric} (mean over seeds)")
-    fig.suptitle(f"{sweep.path.name}: {len(summary)} points", fontsize=9)
+    fig.suptitle(f"{sweep.path.name}: {len(summary)} points (bars: sd over seeds; line: the best "
+                 "point at each value)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -566,7 +567,7 @@ def _panel(ax: Any, sweep: Sweep, rows: list[dict[str, Any]], key: str) -> None:
         ax.set_xscale("log")
     if not numeric:
         ax.set_xticks(range(len(values)), values, rotation=30, fontsize=7)
-    ax.set_xlabel(".".join(key.split(".")[-2:]) if key.count(".") > 1 else key, fontsize=8)
+    ax.set_xlabel(key.replace("init_args.", ""), fontsize=8)
 
 
 # ---------------------------------------------------------------------------------- W&B
@@ -701,7 +702,7 @@ def run_sweep(argv: list[str]) -> int:
           f"{slots[0].threads} thread(s) each); folder {out}", flush=True)
     if args.dry_run:
         for t in todo:
-            print(f"  {t.name}: {lit_recs_command()} fit {' '.join(t.args(sweep.fit_args, extra))}")
+            print(f"  {t.name}: {' '.join(t.argv(sweep.fit_args, extra, slots[0].threads))}")
         return 0
     out.mkdir(parents=True, exist_ok=True)
     write_plan(sweep, args, extra, trials, out)
