@@ -249,7 +249,7 @@ class Trial:
 
     def argv(self, fit_args: list[str], extra: list[str], threads: int) -> list[str]:
         """The trial's command line; the extra arguments come last and win."""
-        args = [lit_recs_command(), "fit", *fit_args, *param_flags(self.params)]
+        args = [script(), "fit", *fit_args, *param_flags(self.params)]
         if self.seed is not None:
             args.append(f"--seed_everything={self.seed}")
         args += ["--trainer.default_root_dir", str(self.folder), "--torch_num_threads",
@@ -341,6 +341,8 @@ def _parse_error(args: list[str]) -> str | None:
         lines = err.getvalue().strip().splitlines()
         start = next((i for i, line in enumerate(lines) if line.startswith("error:")), 0)
         return "\n".join(lines[start:])
+    except Exception as err:  # noqa: BLE001 - whatever the parser raises is the reason to report
+        return f"{type(err).__name__}: {err}"
     return None
 
 
@@ -363,7 +365,7 @@ def make_slots(devices: list[str] | None, parallel: int | None, threads: int) ->
         each = max(1, threads // len(devices))
         return [Slot(f"cuda:{d}", {"CUDA_VISIBLE_DEVICES": d, "OMP_NUM_THREADS": str(each)}, each)
                 for d in devices]
-    n = parallel or 1
+    n = 1 if parallel is None else parallel
     if n < 1:
         raise SweepError(f"--parallel {n}: needs at least 1")
     each = max(1, threads // n)
@@ -438,10 +440,10 @@ class Runner:
         return record
 
 
-def lit_recs_command() -> str:
-    """The `lit-recs` script of this interpreter's environment (else the one on PATH)."""
-    beside = Path(sys.executable).parent / "lit-recs"
-    return str(beside) if beside.is_file() else shutil.which("lit-recs") or "lit-recs"
+def script(name: str = "lit-recs") -> str:
+    """A console script of this interpreter's environment (else the one on PATH)."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.is_file() else shutil.which(name) or name
 
 
 # ---------------------------------------------------------------------------------- the tables
@@ -623,7 +625,7 @@ def run_bayes(sweep: Sweep, slots: list[Slot], trials: int | None) -> int:
         raise SweepError(f"{sweep.path}: method: bayes: the W&B server is not reachable: "
                          f"{err}") from None
     count = [] if trials is None else ["--count", str(math.ceil(trials / len(slots)))]
-    procs = [subprocess.Popen(["wandb", "agent", *count, f"{sweep.project}/{sweep_id}"],
+    procs = [subprocess.Popen([script("wandb"), "agent", *count, f"{sweep.project}/{sweep_id}"],
                               env={**os.environ, **slot.env}) for slot in slots]
     print(f"W&B sweep {sweep_id}: {len(procs)} agent(s); trials and tables are on the server",
           flush=True)
@@ -649,7 +651,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         "(default the file's run_cap); agent runs for method: bayes")
     parser.add_argument("--draw-seed", type=int, default=0, help="seed of the random draw")
     parser.add_argument("--devices", type=lambda s: s.split(","),
-                        help="GPUs, one trial on each at a time, e.g. 0,1,2,3")
+                        help="GPUs, one trial on each at a time, e.g. 0,1,2,3 (0,0: two on GPU 0)")
     parser.add_argument("--parallel", type=int, help="trials at a time on CPU (default 1)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="CPU threads divided between the trials (default: every core)")

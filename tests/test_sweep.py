@@ -10,8 +10,13 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import os
 import shutil
+import signal
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -191,6 +196,42 @@ def test_report_without_matplotlib_and_the_wandb_tables_offline(
     assert len(tables["trials"]["data"]) == 4
 
 
+def test_a_failed_trial_is_recorded_and_the_command_exits_1(tmp_path: Path) -> None:
+    path = sweep_file(tmp_path, parameters={"data.init_args.num_negatives": {"values": [5000]}})
+    out = tmp_path / "out"
+    done = lit_recs("sweep", str(path), "--out", str(out))
+    assert done.returncode == 1
+    [trial] = read_csv(out / "trials.csv")
+    assert trial["status"] == "failed" and trial[METRIC] == ""
+    assert "FAILED (exit 1)" in done.stdout and "num_negatives=5000" in \
+        (Path(trial["folder"]) / "trial.log").read_text()
+    assert f"1 trial(s) did not complete: {trial['folder']}; run the same command again" in \
+        done.stderr
+    [point] = read_csv(out / "summary.csv")
+    assert point["completed"] == "0/1" and point["best"] == "False"
+
+
+def test_sigterm_stops_the_running_trials_and_exits_143(tmp_path: Path) -> None:
+    path = sweep_file(tmp_path)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    sweep = subprocess.Popen([str(Path(sys.executable).parent / "lit-recs"), "sweep", str(path),
+                              "--out", str(out), "--", "--trainer.max_epochs", "100"],
+                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    deadline = time.time() + 120
+    logs = []
+    while time.time() < deadline and not any("epoch 1/" in log.read_text() for log in logs):
+        time.sleep(0.5)
+        logs = list(out.glob("trials/*/trial.log"))
+    sweep.send_signal(signal.SIGTERM)
+    stdout, stderr = sweep.communicate(timeout=120)
+    assert sweep.returncode == 143, stderr[-3000:]
+    assert "interrupted; the running trials were stopped. Run the same command again" in stderr
+    [folder] = [log.parent for log in logs]
+    assert results(folder)["status"] == "interrupted" and results(folder)["epochs"] >= 1
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"method": "hyperband"}, "method: 'hyperband' is not one of grid, random, bayes"),
     ({"method": "bayes"}, "method: bayes needs a W&B server"),
@@ -277,6 +318,36 @@ def test_slots_pin_one_gpu_each_and_divide_the_threads() -> None:
     assert make_slots(None, 4, threads=2)[0].threads == 1  # never 0
     with pytest.raises(SweepError, match="one trial runs per device"):
         make_slots(["0", "1"], 3, threads=4)
+    with pytest.raises(SweepError, match="--parallel 0: needs at least 1"):
+        make_slots(None, 0, threads=2)
+
+
+def test_bayes_creates_the_sweep_on_the_server_and_starts_one_agent_per_gpu(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No W&B server here: the server's two calls are stood in for, the rest is the real path."""
+    import wandb
+
+    import lit_recs.sweep as sweep_module
+
+    created, agents = [], []
+
+    class Agent:
+        def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+            agents.append((argv, env))
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(sweep_module, "wandb_online", lambda: True)
+    monkeypatch.setattr(wandb, "sweep", lambda spec, project: created.append((spec, project))
+                        or "abc123")
+    monkeypatch.setattr(sweep_module.subprocess, "Popen", Agent)
+    path = sweep_file(tmp_path, method="bayes")
+    assert sweep_module.run_sweep([str(path), "--devices", "0,1", "--trials", "5"]) == 0
+    assert created == [(yaml.safe_load(path.read_text()), "lit_recs")]
+    assert [Path(argv[0]).name for argv, _ in agents] == ["wandb", "wandb"]
+    assert [argv[1:] for argv, _ in agents] == [["agent", "--count", "3", "lit_recs/abc123"]] * 2
+    assert [env["CUDA_VISIBLE_DEVICES"] for _, env in agents] == ["0", "1"]
 
 
 def test_summary_selects_on_the_mean_over_seeds_and_puts_incomplete_points_last(
