@@ -15,7 +15,9 @@ What it does:
   slot, and refuses (naming the file) when no W&B server is reachable.
 - Each point runs once per training seed (`--seeds 0,1,2` sets `--seed_everything`; without it
   the config's seed) and the pick is the best *mean* validation metric over the seeds: on ML-100K
-  one seed's spread is as large as the differences between grid points.
+  one seed's spread is as large as the differences between grid points. A trial's value is its
+  best checkpoint's (results.json `best_val`); the test columns (from `test_after_fit`) are shown
+  beside it to judge the pick, never to make it.
 - Slots: `--devices 0,1,2,3` runs one trial per GPU (CUDA_VISIBLE_DEVICES per trial process, so
   `trainer.devices: 1` means that GPU); otherwise `--parallel N` processes. The CPU threads
   (`--threads`, default every core this process may use) are divided between the slots: each
