@@ -257,6 +257,22 @@ def test_a_missing_sweep_file(tmp_path: Path) -> None:
         done.stderr
 
 
+def test_random_sweep_draws_the_seeded_points_through_the_command(tmp_path: Path) -> None:
+    parameters = {"model.init_args.dim": {"values": [8, 16, 32]},
+                  "model.init_args.optimizer.init_args.lr": {
+                      "distribution": "log_uniform_values", "min": 5e-4, "max": 5e-3}}
+    path = sweep_file(tmp_path, method="random", parameters=parameters, run_cap=3)
+    done = lit_recs("sweep", str(path), "--out", str(tmp_path / "out"), "--draw-seed", "7",
+                    "--dry-run")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "random, 3 trials (0 already completed, 3 to run)" in done.stdout
+    commands = [line for line in done.stdout.splitlines() if line.startswith("  ")]
+    for command, point in zip(commands, random_points(load_sweep(path), 3, seed=7), strict=True):
+        for key, value in point.items():
+            assert f" --{key}={value} " in command
+    assert not (tmp_path / "out").exists()  # a dry run runs and writes nothing
+
+
 # ------------------------------------------------------------------------------- in-process parts
 def sweep_spec(tmp_path: Path, parameters: dict, method: str = "random") -> Sweep:
     return load_sweep(sweep_file(tmp_path, method=method, parameters=parameters))
