@@ -515,8 +515,13 @@ def summary_rows(sweep: Sweep, rows: list[dict[str, Any]]) -> list[dict[str, Any
     return out
 
 
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Every key of the rows, in the order they first appear."""
+    return list(dict.fromkeys(k for row in rows for k in row))
+
+
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    columns = list(dict.fromkeys(k for row in rows for k in row))
+    columns = _columns(rows)
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
@@ -575,6 +580,11 @@ def _panel(ax: Any, sweep: Sweep, rows: list[dict[str, Any]], key: str) -> None:
 
 
 # ---------------------------------------------------------------------------------- W&B
+def group_name(sweep: Sweep) -> str:
+    """The W&B group of the sweep's trials and of its own run (WANDB_RUN_GROUP)."""
+    return f"sweep-{sweep.path.stem}"
+
+
 def wandb_online() -> bool:
     """Online when credentials exist and WANDB_MODE does not say otherwise (lit_recs' rule)."""
     from lit_recs.cli import ensure_wandb_mode
@@ -593,12 +603,13 @@ def log_wandb(sweep: Sweep, out: Path, tables: dict[str, list[dict[str, Any]]],
                 "--wandb offline logs them to an offline run to `wandb sync` later")
     import wandb
 
-    run = wandb.init(project=sweep.project, name=f"sweep-{sweep.path.stem}", job_type="sweep",
-                     group=out.name, dir=str(out), mode="offline" if mode == "offline" else None,
+    run = wandb.init(project=sweep.project, name=group_name(sweep), job_type="sweep",
+                     group=group_name(sweep), dir=str(out),
+                     mode="offline" if mode == "offline" else None,
                      config={"sweep_file": str(sweep.path), "method": sweep.method,
                              "metric": sweep.metric, "goal": sweep.goal})
     for name, rows in tables.items():
-        columns = list(dict.fromkeys(k for row in rows for k in row))
+        columns = _columns(rows)
         data = [[None if row.get(k) is None else _cell(row[k]) for k in columns] for row in rows]
         run.log({name: wandb.Table(columns=columns, data=data)})
     if chart_path is not None and chart_path.is_file():
@@ -710,7 +721,7 @@ def run_sweep(argv: list[str]) -> int:
         return 0
     out.mkdir(parents=True, exist_ok=True)
     write_plan(sweep, args, extra, trials, out)
-    runner = Runner(sweep, extra, slots, group=f"sweep-{sweep.path.stem}")
+    runner = Runner(sweep, extra, slots, group=group_name(sweep))
     counter = itertools.count(1)
     started = time.perf_counter()
     runner.run(todo, lambda t, r: _print_trial(sweep, t, r, next(counter), len(todo)))
