@@ -437,7 +437,8 @@ class Runner:
             code = proc.wait()
             with self.lock:
                 self.procs.discard(proc)
-        record.update(returncode=code, wall_s=round(time.perf_counter() - start, 2))
+        record.update(returncode=code, wall_s=round(time.perf_counter() - start, 2),
+                      ended_unix=time.time())
         (trial.folder / "trial.json").write_text(json.dumps(record, indent=2, default=str))
         return record
 
