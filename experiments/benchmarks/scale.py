@@ -52,6 +52,8 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "seq": ("lit_recs.data.cloze.ClozeDataModule",
             {"max_len": 50, "mask_prob": 0.2, "window_stride": 50, "batch_size": 128,
              "sampled_negatives": 99}),
+    "next": ("lit_recs.data.sequential.NextItemDataModule",
+             {"max_len": 50, "window_stride": 49, "batch_size": 128, "sampled_negatives": 99}),
     "tower": ("lit_recs.data.two_tower.TwoTowerDataModule",
               {"task": "topn", "categorical": ["user_id", "item_id"], "num_negatives": 0,
                "batch_size": 1024, "sampled_negatives": 99}),
@@ -89,6 +91,8 @@ MODELS: dict[str, tuple[str, str, list[str]]] = {
     "slim_gradient": ("slim_gradient", "rows", []),
     "bert4rec": ("bert4rec", "seq", []),
     "bert4rec sampled softmax": ("bert4rec", "seq", ["--model.init_args.loss", SAMPLED_CE]),
+    "sasrec": ("sasrec", "next", []),
+    "sasrec sampled softmax": ("sasrec", "next", ["--model.init_args.loss", SAMPLED_CE]),
     "two_tower": ("two_tower", "tower", []),
     "two_tower + sparse": ("two_tower", "tower",
                            sparse_tables("two_tower", "--model.init_args.tower.sparse")),
@@ -161,7 +165,8 @@ def epoch_steps(family: str, summary: dict[str, Any]) -> int | None:
     (rows); None for sequence windows (their count is not in the summary)."""
     size = FAMILIES[family][1]["batch_size"]
     train = summary["split"]["train"]
-    count = {"rows": train["users"], "seq": None}.get(family, train["interactions"])
+    count = {"rows": train["users"], "seq": None, "next": None}.get(family,
+                                                                  train["interactions"])
     return None if count is None else -(-count // size)
 
 
