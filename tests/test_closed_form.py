@@ -36,9 +36,12 @@ def test_ease_solves_its_constrained_ridge_problem(l2: float) -> None:
         np.testing.assert_allclose(b[others, j], ref, atol=1e-8)
 
 
-def test_itemknn_keeps_the_k_most_similar_items_per_column() -> None:
+@pytest.mark.parametrize("path", ["dense", "sparse"])
+def test_itemknn_keeps_the_k_most_similar_items_per_column(
+        path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     x = random_binary(seed=1)
     k, shrink = 4, 2.0
+    monkeypatch.setattr(itemknn, "SPARSE_BELOW", 0.0 if path == "dense" else 2.0)
     sim = knn_similarity(sp.csr_matrix(x.T @ x), k, shrink).to_dense().numpy()
     n = x.shape[1]
     for j in range(n):
@@ -101,6 +104,25 @@ def test_itemknn_blocks_of_columns_give_the_whole_matrix(monkeypatch: pytest.Mon
     whole = knn_similarity(g, 5, 1.0).to_dense()
     monkeypatch.setattr(itemknn, "BLOCK_CELLS", 40 * 3)  # 3 columns per block, 14 blocks
     assert torch.equal(knn_similarity(g, 5, 1.0).to_dense(), whole)
+    monkeypatch.setattr(itemknn, "SPARSE_BELOW", 2.0)  # the sparse path, whole and in blocks
+    sparse_whole = knn_similarity(g, 5, 1.0).to_dense()
+    monkeypatch.setattr(itemknn, "BLOCK_NONZEROS", 50)  # a few columns per block
+    assert torch.equal(knn_similarity(g, 5, 1.0).to_dense(), sparse_whole)
+
+
+def test_itemknn_sparse_path_equals_the_dense_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same cosines, bit for bit: every one when k keeps them all; with a cut, the same kept
+    values per column (which of several equal cosines is kept may differ)."""
+    x = random_binary(items=60, seed=4)
+    g = sp.csr_matrix(x.T @ x)
+    paths = {}
+    for name, below in (("dense", 0.0), ("sparse", 2.0)):
+        monkeypatch.setattr(itemknn, "SPARSE_BELOW", below)
+        paths[name] = (knn_similarity(g, 59, 1.5).to_dense(), knn_similarity(g, 3, 1.5).to_dense())
+    assert torch.equal(paths["dense"][0], paths["sparse"][0])
+    assert paths["dense"][0].count_nonzero() > 60 * 3
+    dense_cut, sparse_cut = paths["dense"][1], paths["sparse"][1]
+    assert torch.equal(dense_cut.sort(dim=0).values, sparse_cut.sort(dim=0).values)
 
 
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
