@@ -24,7 +24,13 @@ def lit_recs(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env.pop("OMP_WAIT_POLICY", None)  # the command's own default is what the tests see
     script = Path(sys.executable).parent / "lit-recs"
     return subprocess.run([str(script), *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    """SIGINT as a terminal gives it: a suite started in the background (`pytest &` from a script)
+    inherits SIGINT ignored, and Python then never raises KeyboardInterrupt in the command."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class SignalAt(Callback):

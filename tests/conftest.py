@@ -37,4 +37,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    # artifacts are staged under WANDB_DATA_DIR (default ~/.local/share/wandb), cache under
+    # WANDB_CACHE_DIR: both into the test's folder so no test writes outside it
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
     monkeypatch.delenv("LIT_RECS_RUN_DIR", raising=False)
