@@ -74,3 +74,21 @@ def test_two_processes_fit_and_test_like_one(name: str, tmp_path: Path) -> None:
     for key in keys:
         assert m2[key] == pytest.approx(m1[key], abs=1e-6), key
         assert m_fit[key] == pytest.approx(m1[key], abs=1e-6), key
+
+
+@pytest.mark.parametrize("model", ["ease", "ials"])
+def test_models_without_gradients_fit_under_ddp_like_one_process(model: str,
+                                                                  tmp_path: Path) -> None:
+    """Closed forms and iALS have nothing for DistributedDataParallel to reduce (torch refuses to
+    wrap them): each process fits the same weights, the evaluation is sharded as for any model."""
+    config = ["--config", "conf/base.yaml", "--data", "conf/data/ml-100k-loo.yaml",
+              "--model", f"conf/model/{model}.yaml", "--trainer.max_epochs", "3", *COMMON]
+    lit_recs("fit", *config, "--trainer.strategy", "ddp", "--trainer.devices", "2",
+             "--trainer.default_root_dir", str(tmp_path / "ddp"))
+    lit_recs("fit", *config, "--trainer.default_root_dir", str(tmp_path / "one"))
+    assert json.loads((tmp_path / "ddp" / "results.json").read_text())["world_size"] == 2
+    two, one = metrics(tmp_path / "ddp"), metrics(tmp_path / "one")
+    keys = [k for k in one if k.startswith("test/")]
+    assert len(keys) >= 30 and "test/sampled99/ndcg@10" in keys
+    for key in keys:
+        assert two[key] == pytest.approx(one[key], abs=1e-6), key

@@ -38,6 +38,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
+import lit_recs.strategies  # noqa: F401  (registers RecDDPStrategy: closed forms under DDP)
 from lit_recs.data.batches import EvalBatch
 from lit_recs.data.inputs import ModelInputs, model_inputs
 from lit_recs.data.interactions import Interactions
