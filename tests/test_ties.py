@@ -376,7 +376,7 @@ def test_command_refuses_an_unknown_tie_policy(tmp_path):
 def test_two_processes_give_one_process_expected_metrics(tmp_path):
     """DDP (gloo on CPU) through the command: `test` on two processes gives the expected and
     pessimistic metrics of one process on the same checkpoint (the states are float64 sums).
-    Popularity is fitted on one process (DDP refuses a model without trainable parameters)."""
+    The model is fitted once, on one process; test_ddp.py fits models without gradients on two."""
     common = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
               "--trainer.accelerator", "cpu"]
     run_command(tmp_path / "fit", "--model.init_args.ties", "expected")
