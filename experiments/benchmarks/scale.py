@@ -177,10 +177,12 @@ def summarise(results: dict[str, Any], args: argparse.Namespace, family: str) ->
     test_users = results["data_summary"]["split"]["test"]["users"]
     evaluated = test_users if args.eval_batches is None else \
         min(test_users, args.eval_batches * 512)
-    cut = results["epochs"] < 1 or (results.get("timings", {}).get("fit_s", 0)
-                                      >= args.max_minutes * 60 - 1)
     epoch_s = timings["fit_s"] - timings.get("validate_s", 0)
     steps = epoch_steps(family, results["data_summary"])
+    # the time limit can also fall in the validation after a whole epoch (a slow scorer): that
+    # epoch was not cut; without a step count, an epoch is cut when training alone hit the limit
+    cut = results["global_steps"] < steps if steps else \
+        results["epochs"] < 1 or epoch_s >= args.max_minutes * 60 - 1
     projected = round(epoch_s * steps / max(results["global_steps"], 1)) if cut and steps else None
     return {"outcome": f"epoch cut at {args.max_minutes} min after "
                        f"{results['global_steps']:,} steps" if cut else "ok",
