@@ -37,18 +37,24 @@ def brute_force(net: NeuMFNet, users: torch.Tensor, items: torch.Tensor) -> torc
     return torch.stack(out)
 
 
+@pytest.mark.parametrize("chunk", [7, None])  # 7 pairs: 3 users x 2 items a pass; None: one pass
 @pytest.mark.parametrize(("gmf", "mlp"), [(4, (8, 6, 4)), (4, ()), (0, (8, 6, 4))])
-def test_chunked_catalogue_scores_match_the_formulas(gmf, mlp) -> None:
+def test_chunked_catalogue_scores_match_the_formulas(gmf, mlp, chunk) -> None:
     torch.manual_seed(0)
-    model = NeuMF(5, 23, gmf_dim=gmf, mlp_dims=mlp, init_std=0.5, score_chunk=7).double()
+    model = NeuMF(5, 23, gmf_dim=gmf, mlp_dims=mlp, init_std=0.5, score_chunk=chunk).double()
     model.eval()
     with torch.no_grad():
-        scores = model.score(eval_batch([0, 3, 4]))  # 7 pairs per chunk: 3 users x 2 items
+        scores = model.score(eval_batch([0, 3, 4]))
         expected = brute_force(model.net, torch.tensor([0, 3, 4]), torch.arange(23))
         torch.testing.assert_close(scores, expected)
         items = torch.tensor([[1, 5], [22, 0], [3, 3]])
         torch.testing.assert_close(model.score_candidates(eval_batch([0, 3, 4]), items),
                                    expected.gather(1, items))
+
+
+def test_a_score_chunk_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="score_chunk must be >= 1"):
+        NeuMF(5, 23, score_chunk=0)
 
 
 def test_training_batch_larger_than_the_tables_gives_the_same_loss_and_gradients() -> None:

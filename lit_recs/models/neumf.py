@@ -18,7 +18,10 @@ first MLP layer is applied to the user and the item halves apart (W_1 [p; q] = W
 scoring the catalogue computes each user's and each item's half once, and a training batch with
 more pairs than items projects the item table once and indexes it (the same for users). An MLP
 scorer is not a matmul: `score` runs the catalogue in chunks of at most `score_chunk` (user, item)
-pairs, which bounds evaluation memory (about score_chunk x mlp_dims[1] floats).
+pairs, which bounds evaluation memory (about score_chunk x mlp_dims[1] floats). On the CPU the
+default chunk is small enough for the [chunk, mlp_dims[1]] activations to stay in cache: 32,768
+pairs ranked a 512-user batch over 50k items 4.8x faster than 2M pairs (1 thread), and on a GPU
+it is 2M pairs (few large kernels).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from lit_recs.data.batches import EvalBatch, PairBatch
 from lit_recs.models.base import ItemScorer, RecModule
 from lit_recs.nn.dropout import Dropout
 from lit_recs.nn.embedding import lookup, projected_lookup
+
+CPU_CHUNK = 32_768  # (user, item) pairs per MLP pass when ranking on the CPU (see the module)
 
 
 class NeuMFNet(nn.Module):
@@ -119,7 +124,8 @@ class NeuMF(RecModule):
         loss: `lit_recs.losses.bce` (the paper's log loss), `lit_recs.losses.bpr`, or any
             callable (pos [B, 1], neg [B, N]) -> scalar.
         init_std: standard deviation of the normal initialisation of the embeddings.
-        score_chunk: (user, item) pairs scored at once when ranking the catalogue.
+        score_chunk: (user, item) pairs scored at once when ranking the catalogue (None: 32,768
+            on the CPU, 2,000,000 on an accelerator).
         pretrained_gmf / pretrained_mlp: checkpoints of trained GMF / MLP models to start from.
         pretrain_alpha: the GMF share of the output layer when both are given.
         sparse: sparse gradients for the embedding tables, so that a step touches only the batch's
@@ -136,7 +142,7 @@ class NeuMF(RecModule):
         dropout: float = 0.0,
         loss: Callable[[Tensor, Tensor], Tensor] = losses.bce,
         init_std: float = 0.01,
-        score_chunk: int = 2_000_000,
+        score_chunk: int | None = None,
         pretrained_gmf: str | None = None,
         pretrained_mlp: str | None = None,
         pretrain_alpha: float = 0.5,
@@ -144,6 +150,8 @@ class NeuMF(RecModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(num_users, num_items, **kwargs)
+        if score_chunk is not None and score_chunk < 1:
+            raise ValueError(f"NeuMF: score_chunk must be >= 1 (or None), got {score_chunk}")
         self.net = NeuMFNet(num_users, num_items, gmf_dim, mlp_dims, dropout, init_std, sparse)
         self.loss, self.score_chunk = loss, score_chunk
         if pretrained_gmf or pretrained_mlp:
@@ -156,7 +164,8 @@ class NeuMF(RecModule):
 
     def item_scorer(self, batch: EvalBatch) -> ItemScorer:
         user = tuple(None if p is None else p[:, None] for p in self.net.user_part(batch.users))
-        step = max(1, self.score_chunk // max(len(batch), 1))  # items per MLP pass
+        chunk = self.score_chunk or (CPU_CHUNK if batch.users.device.type == "cpu" else 2_000_000)
+        step = max(1, chunk // max(len(batch), 1))  # items per MLP pass
 
         def scores(cols: slice) -> Tensor:
             first, last, _ = cols.indices(self.num_items)
