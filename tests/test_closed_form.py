@@ -15,7 +15,7 @@ from lit_recs.losses import full_ce
 from lit_recs.models import EASE, SLIM, ItemKNN, Popularity, SLIMGradient, itemknn
 from lit_recs.models.ease import ease_weights
 from lit_recs.models.itemknn import knn_similarity
-from lit_recs.nn.item_item import history_scores, to_csr
+from lit_recs.nn.item_item import by_column, history_scorer, history_scores
 from lit_recs.nn.slim_screened import gram_nnz_bound
 
 
@@ -110,6 +110,19 @@ def test_itemknn_blocks_of_columns_give_the_whole_matrix(monkeypatch: pytest.Mon
     assert torch.equal(knn_similarity(g, 5, 1.0).to_dense(), sparse_whole)
 
 
+@pytest.mark.parametrize("below", [0.0, 2.0])  # the dense path, the sparse path
+def test_itemknn_similarity_is_built_coalesced(monkeypatch: pytest.MonkeyPatch, below) -> None:
+    """knn_similarity orders its entries by (row, column) itself and marks them coalesced: the
+    order must be the one coalesce() would give."""
+    x = random_binary(items=50, seed=5)
+    monkeypatch.setattr(itemknn, "SPARSE_BELOW", below)
+    sim = knn_similarity(sp.csr_matrix(x.T @ x), 4, 0.5)
+    assert sim.is_coalesced() and sim._nnz() > 50
+    again = torch.sparse_coo_tensor(sim.indices(), sim.values(), sim.shape).coalesce()
+    assert torch.equal(again.indices(), sim.indices())
+    assert torch.equal(again.values(), sim.values())
+
+
 def test_itemknn_sparse_path_equals_the_dense_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """The same cosines, bit for bit: every one when k keeps them all; with a cut, the same kept
     values per column (which of several equal cosines is kept may differ)."""
@@ -132,10 +145,13 @@ def test_scores_from_the_sparse_history_equal_the_dense_product(layout: str) -> 
     history[3] = False  # a user with no known item
     w = torch.rand(30, 30, generator=gen) * (torch.rand(30, 30, generator=gen) < 0.3)
     seen = torch.stack(history.nonzero(as_tuple=True))  # [2, S] sorted by row, then item
-    weights = w if layout == "dense" else to_csr(w.to_sparse())
+    weights = w if layout == "dense" else by_column(w.to_sparse())
     got = history_scores(seen, 7, weights)
     assert got.layout == torch.strided and got.shape == (7, 30)
     torch.testing.assert_close(got, history.float() @ w)
+    scorer = history_scorer(seen, 7, weights)  # slices of the catalogue, as evaluation asks
+    for items in (slice(0, 11), slice(11, 29), slice(29, 30), slice(30, 30)):
+        torch.testing.assert_close(scorer(items), (history.float() @ w)[:, items])
 
 
 def test_ease_refuses_a_catalogue_beyond_memory_before_allocating(

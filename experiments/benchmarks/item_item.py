@@ -26,7 +26,7 @@ import time
 import lightning
 import torch
 
-from lit_recs.nn.item_item import history_scores, to_csr
+from lit_recs.nn.item_item import by_column, history_scores
 
 
 def peak_rss_gib() -> float:
@@ -75,7 +75,7 @@ def compare(w: torch.Tensor, dense_rows: torch.Tensor, seen: torch.Tensor, batch
     """(s per batch through dense rows, s through the sparse history, max abs difference)."""
     dense_w = w if w.layout == torch.strided else w.to_dense()
     t_dense, expected = timed(lambda: dense_rows @ dense_w, repeat=1)
-    operand = w if w.layout == torch.strided else to_csr(w)
+    operand = w if w.layout == torch.strided else by_column(w)
     t_sparse, got = timed(lambda: history_scores(seen, batch, operand))
     return t_dense, t_sparse, float((got - expected).abs().max())
 

@@ -22,7 +22,7 @@ from torch import Tensor
 from lit_recs.data.batches import EvalBatch
 from lit_recs.data.interactions import Interactions
 from lit_recs.models.base import ClosedFormModule, ItemScorer
-from lit_recs.nn.item_item import history_scorer, to_csr
+from lit_recs.nn.item_item import by_column, history_scorer
 from lit_recs.nn.slim_screened import check_gram_memory, sparse_gram
 
 BLOCK_CELLS = 1 << 25  # the dense [I, columns] block of one step: 128 MiB of float32
@@ -31,23 +31,30 @@ SPARSE_BELOW = 0.125  # Gram density under which the sparse path is used (long-t
 
 
 def knn_similarity(g: sp.spmatrix, k: int, shrink: float = 0.0) -> Tensor:
-    """Gram matrix [I, I] (scipy sparse) -> cosine similarities with the top-k of each column kept
-    (positive ones), zero diagonal, as a coalesced sparse COO tensor [I, I] float32.
+    """Gram matrix [I, I] (symmetric, scipy sparse) -> cosine similarities with the top-k of each
+    column kept (positive ones), zero diagonal, as a coalesced sparse COO tensor [I, I] float32.
 
     Dense blocks of columns when the Gram matrix is dense (work I^2, fast topk); the column's own
     non-zeros only when it is sparse (a 1M-item long tail: work nnz log nnz instead of 10^12)."""
-    g = sp.csc_matrix(g, dtype=np.float32)
+    g = sp.csr_matrix(g, dtype=np.float32)
+    g.sort_indices()
+    g = sp.csc_matrix((g.data, g.indices, g.indptr), shape=g.shape)  # G symmetric: no copy
     num_items = g.shape[0]
     norms = np.sqrt(g.diagonal()).astype(np.float32)  # [I]
     k = min(k, num_items - 1)
     sparse = g.nnz < SPARSE_BELOW * float(num_items) ** 2
     rows, cols, vals = (sparse_topk if sparse else dense_topk)(g, norms, k, np.float32(shrink))
-    indices = torch.stack([torch.from_numpy(rows).long(), torch.from_numpy(cols).long()])
-    return torch.sparse_coo_tensor(indices, torch.from_numpy(vals), (num_items, num_items),
-                                   check_invariants=False).coalesce()
+    del g
+    order = np.argsort(rows, kind="stable")  # the entries come by column: now by row, then column
+    indices = torch.empty(2, len(order), dtype=torch.long)  # [2, nnz]
+    indices[0], indices[1] = torch.from_numpy(rows[order]), torch.from_numpy(cols[order])
+    return torch.sparse_coo_tensor(indices, torch.from_numpy(vals[order]),
+                                   (num_items, num_items), is_coalesced=True,
+                                   check_invariants=False)
 
 
-Triplets = tuple[np.ndarray, np.ndarray, np.ndarray]  # rows, columns, values of the kept entries
+# rows, columns (int32), values of the kept entries, in column order
+Triplets = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def dense_topk(g: sp.csc_matrix, norms: np.ndarray, k: int, shrink: np.float32) -> Triplets:
@@ -55,7 +62,7 @@ def dense_topk(g: sp.csc_matrix, norms: np.ndarray, k: int, shrink: np.float32) 
     num_items = g.shape[0]
     norm = torch.from_numpy(norms)
     step = max(1, BLOCK_CELLS // max(num_items, 1))
-    rows, cols, vals = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
+    rows, cols, vals = [np.zeros(0, np.int32)], [np.zeros(0, np.int32)], [np.zeros(0, np.float32)]
     for start in range(0, num_items, step):
         stop = min(start + step, num_items)
         block = torch.from_numpy(g[:, start:stop].toarray())  # [I, c]
@@ -64,17 +71,18 @@ def dense_topk(g: sp.csc_matrix, norms: np.ndarray, k: int, shrink: np.float32) 
         local = torch.arange(stop - start)
         sim[start + local, local] = 0.0  # the diagonal
         top = sim.topk(k, dim=0)  # values, indices [k, c]: the neighbours of each column j
-        keep = top.values > 0  # [k, c]
-        rows.append(top.indices[keep].numpy())
-        cols.append((local[None, :].expand(k, -1) + start)[keep].numpy())
-        vals.append(top.values[keep].numpy())
+        values, neighbours = top.values.T, top.indices.T  # [c, k]: column by column
+        keep = values > 0  # [c, k]
+        rows.append(neighbours[keep].int().numpy())
+        cols.append((local[:, None].expand(-1, k) + start)[keep].int().numpy())
+        vals.append(values[keep].numpy())
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
 
 
 def sparse_topk(g: sp.csc_matrix, norms: np.ndarray, k: int, shrink: np.float32) -> Triplets:
     """Each column's k largest positive cosines among its own non-zeros: a block of columns (about
     BLOCK_NONZEROS entries) sorted by (column, -cosine), the first k of each column kept."""
-    rows, cols, vals = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
+    rows, cols, vals = [np.zeros(0, np.int32)], [np.zeros(0, np.int32)], [np.zeros(0, np.float32)]
     start, num_items = 0, g.shape[0]
     while start < num_items:
         stop = int(np.searchsorted(g.indptr, g.indptr[start] + BLOCK_NONZEROS, "right")) - 1
@@ -89,7 +97,8 @@ def sparse_topk(g: sp.csc_matrix, norms: np.ndarray, k: int, shrink: np.float32)
         col_sorted = col[order]
         rank = np.arange(len(order)) - np.searchsorted(col_sorted, col_sorted)  # within column
         take = order[rank < k]
-        rows.append(row[take]), cols.append(col[take]), vals.append(sim[take])
+        rows.append(row[take].astype(np.int32)), cols.append(col[take].astype(np.int32))
+        vals.append(sim[take])
         start = stop
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
 
@@ -118,7 +127,7 @@ class ItemKNN(ClosedFormModule):
         return self.similarity  # sparse [I, I]
 
     def precompute(self) -> Tensor:
-        return to_csr(self.similarity)  # once per evaluation pass
+        return by_column(self.similarity)  # once per evaluation pass
 
     def item_scorer(self, batch: EvalBatch) -> ItemScorer:
         return history_scorer(batch.seen, len(batch), self.precomputed())  # items -> [B, n]

@@ -36,7 +36,7 @@ from torch import Tensor
 from lit_recs.data.batches import EvalBatch, RowBatch
 from lit_recs.data.interactions import Interactions
 from lit_recs.models.base import ClosedFormModule, ItemScorer, RecModule
-from lit_recs.nn.item_item import history_scorer, to_csr
+from lit_recs.nn.item_item import by_column, history_scorer
 from lit_recs.nn.slim import SLIMLayer, fista_slim, lipschitz
 from lit_recs.nn.slim_screened import (
     candidates,
@@ -136,9 +136,9 @@ class SLIM(ClosedFormModule):
         return tuple(np.concatenate(p) for p in zip(*parts))  # type: ignore[return-value]
 
     def precompute(self) -> Tensor:
-        """W as sparse CSR on W's device, once per evaluation pass (rows of W: what each known
-        item adds to every item's score)."""
-        return to_csr(self.weight)
+        """W^T as sparse CSR on W's device, once per evaluation pass (`by_column`: row j lists
+        what each known item adds to item j's score)."""
+        return by_column(self.weight)
 
     def dense_weight(self) -> Tensor:
         return self.weight.to_dense()  # [I, I]

@@ -63,7 +63,7 @@ def check_gram_memory(model: str, a: sp.spmatrix, bytes_per_entry: int, instead:
 def sparse_gram(a: sp.spmatrix) -> sp.csr_matrix:
     """A^T A of the 0/1 matrix A [U, I] as float32 CSR with sorted indices."""
     a = sp.csr_matrix(a, dtype=np.float32)
-    g = (a.T @ a).tocsr()
+    g = (a.T.tocsr() @ a).tocsr()  # CSR x CSR: the product is CSR, no converted copy of it
     g.sort_indices()
     return g
 
