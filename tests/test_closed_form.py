@@ -15,7 +15,7 @@ from lit_recs.losses import full_ce
 from lit_recs.models import EASE, SLIM, ItemKNN, Popularity, SLIMGradient, itemknn
 from lit_recs.models.ease import ease_weights
 from lit_recs.models.itemknn import knn_similarity
-from lit_recs.nn.item_item import by_column, history_scorer, history_scores
+from lit_recs.nn.item_item import by_column, history_scorer, history_scores, index_scorer
 from lit_recs.nn.slim_screened import gram_nnz_bound
 
 
@@ -149,9 +149,12 @@ def test_scores_from_the_sparse_history_equal_the_dense_product(layout: str) -> 
     got = history_scores(seen, 7, weights)
     assert got.layout == torch.strided and got.shape == (7, 30)
     torch.testing.assert_close(got, history.float() @ w)
-    scorer = history_scorer(seen, 7, weights)  # slices of the catalogue, as evaluation asks
-    for items in (slice(0, 11), slice(11, 29), slice(29, 30), slice(30, 30)):
-        torch.testing.assert_close(scorer(items), (history.float() @ w)[:, items])
+    scorers = [history_scorer(seen, 7, weights)]  # slices of the catalogue, as evaluation asks
+    if layout == "sparse":
+        scorers.append(index_scorer(seen, 7, weights))  # the accelerators' path, here on the CPU
+    for scorer in scorers:
+        for items in (slice(0, 11), slice(11, 29), slice(29, 30), slice(30, 30)):
+            torch.testing.assert_close(scorer(items), (history.float() @ w)[:, items])
 
 
 def test_ease_refuses_a_catalogue_beyond_memory_before_allocating(

@@ -13,6 +13,8 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import Tensor
 
@@ -39,45 +41,64 @@ def history_scorer(seen: Tensor, batch_size: int, weights: Tensor
     """x_u W by slices of the catalogue: items -> dense scores [B, n].
 
     A dense W [I, I] is multiplied slice by slice. A sparse W comes as `by_column(W)`, the CSR of
-    W^T (row j: the weights into item j): a slice of items is a slice of its rows, and each slice
-    is the sparse product W^T[slice] x^T [n, B], whose work is the batch's history x the rows'
-    non-zeros. Never the whole [B, I] product at once: with a long tail, popular items are
-    neighbours of most of the catalogue, so x W is half full (a 512-user batch over 1M items:
-    233M non-zeros, 5.8 GB as a sparse matrix)."""
-    num_items = weights.shape[0]
+    W^T (row j: the weights into item j), so a slice of items is a slice of its rows, multiplied
+    by the history x^T [I, B]: only one slice is ever held. Never the whole [B, I] product at
+    once: with a long tail, popular items are neighbours of most of the catalogue, so x W is half
+    full (a 512-user batch over 1M items: 233M non-zeros, 5.8 GB as a sparse matrix). On the CPU
+    the slice product is scipy's (10.6 s for that batch on one thread); elsewhere it is torch
+    index arithmetic (`index_scorer`). torch's own sparse x sparse product is not used: on the
+    CPU (torch 2.13) each call leaked its result's memory (1.7 GB per 512-user batch)."""
     if weights.layout == torch.strided:
-        x = history_csr(seen, batch_size, num_items)  # [B, I] sparse
+        x = history_csr(seen, batch_size, weights.shape[0])  # [B, I] sparse
         return lambda items: _sparse_mm(x, weights[:, items].contiguous())  # [B, n]
-    order = (seen[1] * batch_size + seen[0]).argsort()  # the pairs by item, then row
-    xt = history_csr(seen[[1, 0]][:, order], num_items, batch_size)  # x^T [I, B] sparse
+    if weights.device.type == "cpu":
+        return scipy_scorer(seen, batch_size, weights)
+    return index_scorer(seen, batch_size, weights)
+
+
+def scipy_scorer(seen: Tensor, batch_size: int, weights: Tensor) -> Callable[[slice], Tensor]:
+    """`history_scorer` for a sparse W on the CPU: W^T[slice] x^T as scipy CSR products."""
+    num_items = weights.shape[0]
+    wt = sp.csr_matrix((weights.values().numpy(), weights.col_indices().numpy(),
+                        weights.crow_indices().numpy()), shape=weights.shape)  # views, [I, I]
+    pairs = seen.numpy()
+    xt = sp.csr_matrix((np.ones(pairs.shape[1], np.float32), (pairs[1], pairs[0])),
+                       shape=(num_items, batch_size))  # x^T [I, B]
 
     def scores(items: slice) -> Tensor:
-        first, last, _ = items.indices(num_items)
-        rows = _row_slice(weights, first, max(first, last))  # W^T[first:last] [n, I]
-        return _dense_transpose(_sparse_mm(rows, xt))  # [B, n]
+        product = (wt[items] @ xt).toarray()  # [n, B]
+        return torch.from_numpy(np.ascontiguousarray(product.T))  # [B, n]
     return scores
 
 
-def _dense_transpose(product: Tensor) -> Tensor:
-    """A sparse CSR [n, B] as the dense [B, n] (its non-zeros written in place: 2-3x faster than
-    `to_dense()` and a transposed copy when the product is half full)."""
-    n, batch_size = product.shape
-    rows = torch.repeat_interleave(torch.arange(n, device=product.device),
-                                   product.crow_indices().diff())  # [P]
-    out = product.values().new_zeros(batch_size, n)  # [B, n]
-    out[product.col_indices(), rows] = product.values()
-    return out
+def index_scorer(seen: Tensor, batch_size: int, weights: Tensor) -> Callable[[slice], Tensor]:
+    """`history_scorer` for a sparse W on any device: each entry W[i, j] of the slice whose item i
+    some row of the batch knows is added to those rows' score of j (one index_add; the work is
+    the (entry, row) pairs)."""
+    num_items = weights.shape[0]
+    order = (seen[1] * batch_size + seen[0]).argsort()  # the pairs by item, then row
+    knowers = seen[0][order]  # [S]: for each item in turn, the rows that know it
+    known = torch.bincount(seen[1], minlength=num_items)  # [I] rows knowing each item
+    start = known.cumsum(0) - known  # [I] where each item's rows begin in `knowers`
+    crow, sources, values = weights.crow_indices(), weights.col_indices(), weights.values()
 
-
-def _row_slice(csr: Tensor, first: int, last: int) -> Tensor:
-    """Rows first .. last - 1 of a sparse CSR matrix, as a CSR matrix over views of its arrays."""
-    crow = csr.crow_indices()
-    lo, hi = crow[first], crow[last]
-    with warnings.catch_warnings():  # "sparse CSR support is in beta"
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow[first:last + 1] - lo, csr.col_indices()[lo:hi],
-                                       csr.values()[lo:hi], (last - first, csr.shape[1]),
-                                       check_invariants=False)
+    def scores(items: slice) -> Tensor:
+        first, last, _ = items.indices(num_items)
+        n = max(last - first, 0)
+        lo, hi = crow[first], crow[first + n]
+        target = torch.repeat_interleave(torch.arange(n, device=crow.device),
+                                         crow[first:first + n + 1].diff())  # [E] j - first
+        source, weight = sources[lo:hi], values[lo:hi]  # [E] i, W[i, j]
+        keep = known[source] > 0  # entries some row of the batch reads
+        target, source, weight = target[keep], source[keep], weight[keep]  # [E']
+        entry = torch.repeat_interleave(known[source])  # [P] the entry of each (entry, row) pair
+        within = torch.arange(len(entry), device=crow.device) - \
+            (known[source].cumsum(0) - known[source])[entry]  # [P] 0, 1, .. per entry
+        rows = knowers[start[source[entry]] + within]  # [P]
+        out = values.new_zeros(batch_size * n)  # [B * n]
+        out.index_add_(0, rows * n + target[entry], weight[entry])
+        return out.view(batch_size, n)
+    return scores
 
 
 def _sparse_mm(x: Tensor, weights: Tensor) -> Tensor:
