@@ -179,10 +179,9 @@ def summarise(results: dict[str, Any], args: argparse.Namespace, family: str) ->
         min(test_users, args.eval_batches * 512)
     epoch_s = timings["fit_s"] - timings.get("validate_s", 0)
     steps = epoch_steps(family, results["data_summary"])
-    # the time limit can also fall in the validation after a whole epoch (a slow scorer): that
-    # epoch was not cut; without a step count, an epoch is cut when training alone hit the limit
-    cut = results["global_steps"] < steps if steps else \
-        results["epochs"] < 1 or epoch_s >= args.max_minutes * 60 - 1
+    # cut when training alone reached the limit: the limit can also fall in the validation after
+    # a whole epoch (a slow scorer), and a closed-form fit is one step, not an epoch's worth
+    cut = results["epochs"] < 1 or epoch_s >= args.max_minutes * 60 - 1
     projected = round(epoch_s * steps / max(results["global_steps"], 1)) if cut and steps else None
     return {"outcome": f"epoch cut at {args.max_minutes} min after "
                        f"{results['global_steps']:,} steps" if cut else "ok",
