@@ -41,6 +41,7 @@ from lit_recs.nn.dropout import Dropout
 from lit_recs.nn.embedding import lookup, projected_lookup
 
 CPU_CHUNK = 32_768  # (user, item) pairs per MLP pass when ranking on the CPU (see the module)
+ACCELERATOR_CHUNK = 2_000_000  # and on a GPU: few, large kernels
 
 
 class NeuMFNet(nn.Module):
@@ -164,7 +165,8 @@ class NeuMF(RecModule):
 
     def item_scorer(self, batch: EvalBatch) -> ItemScorer:
         user = tuple(None if p is None else p[:, None] for p in self.net.user_part(batch.users))
-        chunk = self.score_chunk or (CPU_CHUNK if batch.users.device.type == "cpu" else 2_000_000)
+        chunk = self.score_chunk or (CPU_CHUNK if batch.users.device.type == "cpu"
+                                     else ACCELERATOR_CHUNK)
         step = max(1, chunk // max(len(batch), 1))  # items per MLP pass
 
         def scores(cols: slice) -> Tensor:

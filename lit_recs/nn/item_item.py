@@ -89,11 +89,12 @@ def index_scorer(seen: Tensor, batch_size: int, weights: Tensor) -> Callable[[sl
         target = torch.repeat_interleave(torch.arange(n, device=crow.device),
                                          crow[first:first + n + 1].diff())  # [E] j - first
         source, weight = sources[lo:hi], values[lo:hi]  # [E] i, W[i, j]
-        keep = known[source] > 0  # entries some row of the batch reads
-        target, source, weight = target[keep], source[keep], weight[keep]  # [E']
-        entry = torch.repeat_interleave(known[source])  # [P] the entry of each (entry, row) pair
+        readers = known[source]  # [E] rows of the batch that read each entry
+        keep = readers > 0
+        target, source, weight, readers = target[keep], source[keep], weight[keep], readers[keep]
+        entry = torch.repeat_interleave(readers)  # [P] the entry of each (entry, row) pair
         within = torch.arange(len(entry), device=crow.device) - \
-            (known[source].cumsum(0) - known[source])[entry]  # [P] 0, 1, .. per entry
+            (readers.cumsum(0) - readers)[entry]  # [P] 0, 1, .. per entry
         rows = knowers[start[source[entry]] + within]  # [P]
         out = values.new_zeros(batch_size * n)  # [B * n]
         out.index_add_(0, rows * n + target[entry], weight[entry])
