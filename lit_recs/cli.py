@@ -142,6 +142,21 @@ def _resolved(path: Any) -> Path:
     return Path(str(path)).expanduser().resolve()
 
 
+BATCH_LIMITS = tuple(f"trainer.limit_{stage}_batches" for stage in ("train", "val", "test", "predict"))
+
+
+def integer_batch_limits(parser: Any) -> None:
+    """`--trainer.limit_val_batches 1` means one batch, as in Lightning's Python API.
+
+    The Trainer types these options `float | int | None`, float first, so the CLI parsed `1` as
+    1.0, which Lightning reads as 100% of the batches: a quick check ran the whole evaluation.
+    Integers now stay integers (`1`: one batch) and `1.0`, `0.25` stay fractions.
+    """
+    for action in parser._actions:
+        if action.dest in BATCH_LIMITS and hasattr(action, "_typehint"):
+            action._typehint = int | float | None
+
+
 class RecCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("model_class", RecModule)
@@ -175,6 +190,7 @@ class RecCLI(LightningCLI):
                             help="CPU threads for torch ops (None: torch's default)")
         # W&B tables, artifacts and summary (only with a WandbLogger): `dashboard.sample_users`
         parser.add_lightning_class_args(WandbDashboard, "dashboard")
+        integer_batch_limits(parser)
 
     def _parse_ckpt_path(self) -> None:
         """Lightning refills the model's arguments from `--ckpt_path`'s hyperparameters, over the

@@ -3,6 +3,7 @@ real signal mid-epoch (a plain module, not a test file: `from commands import ..
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -44,3 +45,23 @@ class SignalAt(Callback):
                            batch: object, batch_idx: int) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             os.kill(os.getpid(), self.signum)
+
+
+class CountBatches(Callback):
+    """Writes the validation and test batches the run evaluated to `batches.json` in the run
+    folder (what `--trainer.limit_*_batches` really did)."""
+
+    def __init__(self) -> None:
+        self.counts = {"val": 0, "test": 0}
+
+    def on_validation_batch_end(self, trainer: Trainer, *args: object, **kwargs: object) -> None:
+        self.counts["val"] += 1
+        self._write(trainer)
+
+    def on_test_batch_end(self, trainer: Trainer, *args: object, **kwargs: object) -> None:
+        self.counts["test"] += 1
+        self._write(trainer)
+
+    def _write(self, trainer: Trainer) -> None:
+        path = Path(trainer.default_root_dir) / "batches.json"
+        path.write_text(json.dumps(self.counts))

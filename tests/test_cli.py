@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from commands import lit_recs
 from wandb_records import logged_metrics, run_config
 
 from lit_recs.checkpoints import load_checkpoint
@@ -380,3 +381,26 @@ def test_held_freed_memory_is_reused_without_page_faults() -> None:
                                        capture_output=True, text=True).stdout)
               for mode in ("hold", "default")}
     assert faults["hold"] * 3 < faults["default"], faults
+
+
+def test_an_integer_batch_limit_is_a_count_of_batches_through_the_command(tmp_path: Path) -> None:
+    """`--trainer.limit_val_batches 1` is one batch (Lightning's meaning of an int), not 1.0 =
+    every batch: the Trainer types the option float-first and the CLI used to parse 1 as 1.0."""
+    run_dir = tmp_path / "run"
+    done = lit_recs("fit", "--config", "conf/quickstart.yaml", "--trainer.logger", "false",
+                    *FAST, "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches",
+                    "1", "--trainer.limit_test_batches", "0.5",
+                    "--trainer.callbacks+=commands.CountBatches",
+                    "--trainer.default_root_dir", str(run_dir))
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    trainer = results["config"]["trainer"]
+    assert (trainer["limit_train_batches"], trainer["limit_val_batches"]) == (2, 1)
+    assert isinstance(trainer["limit_val_batches"], int)  # JSON keeps 1.0 a float
+    assert trainer["limit_test_batches"] == 0.5 and isinstance(trainer["limit_test_batches"], float)
+    assert results["global_steps"] == 2
+    test_users = results["data_summary"]["split"]["test"]["users"]
+    all_batches = math.ceil(test_users / results["config"]["data"]["init_args"]["eval_batch_size"])
+    counts = json.loads((run_dir / "batches.json").read_text())
+    # validation: 1 batch after the epoch + 1 when fit validates the best checkpoint
+    assert counts == {"val": 2, "test": max(1, int(all_batches * 0.5))}
