@@ -65,3 +65,17 @@ class CountBatches(Callback):
     def _write(self, trainer: Trainer) -> None:
         path = Path(trainer.default_root_dir) / "batches.json"
         path.write_text(json.dumps(self.counts))
+
+
+class SubnormalsFlushed(Callback):
+    """Writes to `subnormals.json` whether the process's torch threads flush subnormal floats:
+    a product over 2^20 subnormals, split between the threads, is all zeros only when every
+    thread treats them as zero."""
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        import torch
+
+        product = torch.full((1 << 20,), 1e-40) * 1.0001  # [2^20]
+        path = Path(trainer.default_root_dir) / "subnormals.json"
+        path.write_text(json.dumps({"flushed": bool((product == 0).all()),
+                                    "threads": torch.get_num_threads()}))
