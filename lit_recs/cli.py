@@ -23,8 +23,8 @@ What this adds to LightningCLI:
   the user / item embeddings of models that have them, e.g. TwoTower);
 - `--flush_denormal` (default true) makes the CPU treat subnormal floats as zero: weight decay
   leaves weights of dead units at 1e-39 and below, and every CPU product that reads them then
-  runs up to 10x slower (a NeuMF validation on a 1M-item catalogue took 3 min per batch instead
-  of 20 s); TensorFlow flushes them by default for the same reason.
+  runs several times slower (a NeuMF validation on a 1M-item catalogue took 3 min per batch
+  instead of 36 s); TensorFlow flushes them by default for the same reason.
 """
 
 from __future__ import annotations

@@ -54,15 +54,19 @@ class CountBatches(Callback):
     def __init__(self) -> None:
         self.counts = {"val": 0, "test": 0}
 
-    def on_validation_batch_end(self, trainer: Trainer, *args: object, **kwargs: object) -> None:
+    def on_validation_batch_end(self, *args: object, **kwargs: object) -> None:
         self.counts["val"] += 1
-        self._write(trainer)
 
-    def on_test_batch_end(self, trainer: Trainer, *args: object, **kwargs: object) -> None:
+    def on_test_batch_end(self, *args: object, **kwargs: object) -> None:
         self.counts["test"] += 1
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._write(trainer)
 
-    def _write(self, trainer: Trainer) -> None:
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._write(trainer)
+
+    def _write(self, trainer: Trainer) -> None:  # once per evaluation loop, not per batch
         path = Path(trainer.default_root_dir) / "batches.json"
         path.write_text(json.dumps(self.counts))
 
